@@ -1,0 +1,234 @@
+"""The engine: reverse mode (backward), forward mode (tangent propagation) and the contexts
+that control recording.
+
+Reverse mode walks the recorded graph once, from the outputs back to the inputs, consumers
+before the nodes they consume (``graph.backward_order``). Each node pops its cotangent ``g``,
+asks its primitive for one VJP per recorded input, and sends each result to that input with
+:func:`send` — the single place where the cotangents of a node with several consumers are
+summed. For a recurrent weight used at T time steps that sum *is* backpropagation through
+time's "add up the gradients of every unrolled copy". :func:`record_edge_grads` switches on a
+record of every (consumer, input, gradient) that passes through :func:`send`.
+
+Forward mode walks the same graph the other way, inputs first, and applies each primitive's
+JVP rule to the tangents of its inputs.
+
+With ``create_graph=True`` the rules receive the graph's own Tensors instead of raw arrays, so
+the derivatives they compute are recorded too, and can be differentiated again.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .graph import Node, backward_order, forward_order, nodes_leading_to, state
+from .ops._core import check_cotangent, shape_of
+
+__all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
+           "is_grad_enabled", "scope", "detect_anomaly", "record_edge_grads", "EdgeGrad",
+           "forward_order"]
+
+
+class EdgeGrad(NamedTuple):
+    """What one consumer sent one of its inputs during a backward pass."""
+    consumer: Node   # the node whose VJP produced the gradient
+    input: Node      # the node that received it
+    grad: Any        # the gradient (an array; a Tensor under create_graph=True)
+
+
+class EdgeRecorder:
+    """The edges seen by :func:`send` while :func:`record_edge_grads` is active."""
+
+    def __init__(self, only=None):
+        self.only = None if only is None else set(only)
+        self.edges: list[EdgeGrad] = []
+
+    def into(self, node):
+        """The edges that ended at ``node``, in the order the backward pass sent them."""
+        return [edge for edge in self.edges if edge.input is node]
+
+
+_recorder: EdgeRecorder | None = None
+
+
+def send(grads, consumer, node, g):
+    """Add the cotangent ``g`` that ``consumer`` sends to ``node``: the one fan-out sum.
+
+    A node consumed k times receives k cotangents; its total is their sum (the multivariate
+    chain rule). With recording on, the single edge is also written down.
+    """
+    if _recorder is not None and (_recorder.only is None or node in _recorder.only):
+        _recorder.edges.append(EdgeGrad(consumer, node, g))
+    previous = grads.get(node)
+    grads[node] = g if previous is None else previous + g
+
+
+def _traced_args(node):
+    """The node's arguments with each recorded input as its Tensor (for create_graph)."""
+    parents, args = node.parents, node.args
+    return tuple(p if p is not None else a for p, a in zip(parents, args)) + args[len(parents):]
+
+
+def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
+    """Propagate ``seeds`` (one cotangent per output) back through the graph.
+
+    Returns {node: total cotangent} for the ``wanted`` nodes; when ``wanted`` is None, for every
+    leaf reached and every node that asked to retain its gradient. Only branches that lead to a
+    wanted node are walked. ``order`` may pass ``backward_order(outputs)`` computed once, when
+    the same graph is walked many times (Jacobians, Gauss-Newton products).
+    """
+    if order is None:
+        order = backward_order(outputs)
+    leading = None if wanted is None else nodes_leading_to(order, wanted)
+    grads = {}
+    for out, seed in zip(outputs, seeds):
+        grads[out] = seed if out not in grads else grads[out] + seed
+    reached = {}
+    check = state.detect_anomaly
+    for node in order:
+        g = grads.pop(node, None)
+        if g is None:
+            continue
+        if wanted is None:
+            if node.primitive is None or node.retains_grad:
+                reached[node] = g
+        elif node in wanted:
+            reached[node] = g
+        primitive = node.primitive
+        if primitive is None:
+            continue
+        if create_graph:
+            out, args = node, _traced_args(node)
+        else:
+            out, args = node._value, node.args
+        vjps = primitive.vjps
+        for i, parent in enumerate(node.parents):
+            if parent is None or (leading is not None and parent not in leading):
+                continue
+            g_input = vjps[i](g, out, *args)
+            if check:
+                check_cotangent(g_input, node, i)
+            send(grads, node, parent, g_input)
+    return reached
+
+
+def forward_pass(order, seeds, create_graph=False):
+    """Propagate tangents forward: ``seeds`` maps nodes to their tangents, ``order`` lists
+    the nodes inputs first (``forward_order``). Returns {node: tangent} for every node whose
+    tangent is not identically zero."""
+    tangents = dict(seeds)
+    get = tangents.get
+    for node in order:
+        primitive = node.primitive
+        if primitive is None or node in seeds:
+            continue
+        node_tangents = tuple(map(get, node.parents))  # None for constants and zero tangents
+        if not any(t is not None for t in node_tangents):
+            continue
+        if create_graph:
+            out, args = node, _traced_args(node)
+        else:
+            out, args = node._value, node.args
+        tangent = primitive.jvp(node_tangents, out, *args)
+        if tangent is not None:
+            tangents[node] = tangent
+    return tangents
+
+
+def checked_seed(output, grad, op):
+    """The cotangent to start reverse mode from ``output``: ones for a scalar, else ``grad``."""
+    if not isinstance(output, Node):
+        raise TypeError(f"{op}: expected a Tensor output, got {type(output).__name__}")
+    if not output.requires_grad:
+        raise RuntimeError(
+            f"{op}: the output (shape {output._value.shape}) does not require grad, so it has no graph "
+            "to differentiate: it was computed under mg.no_grad(), from detached tensors, or "
+            "from tensors created without requires_grad=True")
+    value = output._value
+    if grad is None:
+        if value.size != 1:
+            raise RuntimeError(
+                f"{op}: the output has shape {value.shape}, not a scalar; pass the cotangent "
+                f"explicitly (an array of shape {value.shape}), or reduce the output first "
+                "(for example .sum())")
+        return np.ones_like(value)
+    if shape_of(grad) != value.shape:
+        raise ValueError(f"{op}: the gradient given has shape {shape_of(grad)} but the output "
+                         f"has shape {value.shape}; they must be equal")
+    if isinstance(grad, Node):
+        return grad
+    grad = np.asarray(grad)
+    if grad.dtype.kind not in "fiu":
+        raise TypeError(f"{op}: the gradient given has dtype {grad.dtype}; pass a float array")
+    return grad.astype(value.dtype, copy=False)
+
+
+def backward(output, grad=None, create_graph=False):
+    """Accumulate d(output)/d(leaf) into ``leaf.grad`` for every leaf that requires grad (and
+    into ``.grad`` of every node that called ``retain_grad()``), as PyTorch's ``backward``."""
+    seed = checked_seed(output, grad, "backward")
+    reached = backward_pass([output], [seed], create_graph=create_graph)
+    for node, g in reached.items():
+        if not isinstance(g, Node):  # a fresh array the caller owns, in the node's dtype
+            g = np.array(g, dtype=node._value.dtype)
+        node.grad = g if node.grad is None else node.grad + g
+
+
+@contextmanager
+def _setting(name, value):
+    previous = getattr(state, name)
+    setattr(state, name, value)
+    try:
+        yield
+    finally:
+        setattr(state, name, previous)
+
+
+def no_grad():
+    """Inside, operations are not recorded: results are constants (for evaluation, updates)."""
+    return _setting("grad_enabled", False)
+
+
+def enable_grad():
+    """Inside, operations are recorded again (even within ``no_grad``)."""
+    return _setting("grad_enabled", True)
+
+
+def is_grad_enabled() -> bool:
+    return state.grad_enabled
+
+
+def scope(**tags):
+    """Tag every node created inside with ``tags`` (e.g. ``scope(t=3, module="rnn")``).
+
+    Scopes nest; the tags merge and an inner key wins. Drawing and the BPTT tools group nodes
+    by these tags (one cluster, one gradient contribution per time step ``t``).
+    """
+    merged = dict(state.tags) if state.tags else {}
+    merged.update(tags)
+    return _setting("tags", MappingProxyType(merged))
+
+
+def detect_anomaly():
+    """Inside, the first op whose forward value or backward cotangent holds a NaN or an Inf
+    raises :class:`AnomalyError`, naming the op, its input shapes, its scope tags and the line
+    of user code that created it. Slower: for debugging."""
+    return _setting("detect_anomaly", True)
+
+
+@contextmanager
+def record_edge_grads(only=None):
+    """Record what each consumer sends each input during backward passes inside the block.
+
+    ``with mg.record_edge_grads() as rec: loss.backward()`` leaves ``rec.edges``, a list of
+    :class:`EdgeGrad` (consumer, input, grad); ``only=[W]`` keeps just the edges into ``W``.
+    For a shared weight these are the per-step terms whose sum is its gradient.
+    """
+    global _recorder
+    previous, _recorder = _recorder, EdgeRecorder(only)
+    try:
+        yield _recorder
+    finally:
+        _recorder = previous

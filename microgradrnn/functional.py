@@ -1,0 +1,78 @@
+"""Composite functions built from the primitives (no rules of their own): softmax,
+log_softmax, cross_entropy, mse and one_hot."""
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import logsumexp, mean, sum as reduce_sum, exp
+from .ops._core import shape_of, value_of
+
+__all__ = ["softmax", "log_softmax", "cross_entropy", "mse", "one_hot"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x): log-probabilities, stable for any logits (no exp overflows)."""
+    return x - logsumexp(x, axis, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    """exp(log_softmax(x)): probabilities that sum to 1 along ``axis``."""
+    return exp(log_softmax(x, axis))
+
+
+def one_hot(indices, num_classes, dtype=np.float64):
+    """A constant array with a 1 at each index: shape ``indices.shape + (num_classes,)``."""
+    indices = np.asarray(value_of(indices))
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: indices must be integers, got dtype {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
+        raise ValueError(f"one_hot: indices must lie in [0, {num_classes - 1}], got values from "
+                         f"{indices.min()} to {indices.max()}")
+    return np.eye(num_classes, dtype=dtype)[indices]
+
+
+def _reduce(losses, reduction, op):
+    if reduction == "mean":
+        return mean(losses)
+    if reduction == "sum":
+        return reduce_sum(losses)
+    if reduction == "none":
+        return losses
+    raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def cross_entropy(logits, targets, reduction="mean"):
+    """-sum_c p_c log softmax(logits)_c over the last axis, one loss per row.
+
+    ``targets`` are class indices (integers, shape ``logits.shape[:-1]``) or probabilities
+    (the shape of ``logits``). ``reduction``: "mean" over rows, "sum", or "none".
+    """
+    shape = shape_of(logits)
+    targets = np.asarray(value_of(targets))
+    if targets.dtype.kind in "iu":
+        if targets.shape != shape[:-1]:
+            raise ValueError(f"cross_entropy: integer targets must have shape {shape[:-1]} "
+                             f"(the logits' shape {shape} without the class axis), got "
+                             f"{targets.shape}")
+        targets = one_hot(targets, shape[-1], dtype=np.result_type(value_of(logits)))
+    elif targets.dtype.kind == "f":
+        if targets.shape != shape:
+            raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
+                             f"{shape}, got {targets.shape}")
+    else:
+        raise TypeError(f"cross_entropy: targets must be class indices (integers) or "
+                        f"probabilities (floats), got dtype {targets.dtype}")
+    losses = -reduce_sum(targets * log_softmax(logits), axis=-1)
+    return _reduce(losses, reduction, "cross_entropy")
+
+
+def mse(prediction, target, reduction="mean"):
+    """Mean squared error: mean of (prediction - target)^2 over all entries ("sum", "none")."""
+    if shape_of(prediction) != shape_of(target):
+        raise ValueError(f"mse: prediction has shape {shape_of(prediction)} but target has "
+                         f"shape {shape_of(target)}; they must be equal (no broadcasting, "
+                         "which usually hides a bug here)")
+    difference = prediction - target
+    return _reduce(difference * difference, reduction, "mse")

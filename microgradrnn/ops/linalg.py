@@ -1,0 +1,63 @@
+"""Matrix multiplication with NumPy's rules for 1-D, 2-D and batched operands.
+
+The primitive multiplies stacks of matrices with equal batch shapes:
+``out = x @ y``, ``dL/dx = g @ y^T``, ``dL/dy = x^T @ g`` (transposes of the last two axes).
+The public :func:`matmul` reduces every other case to that one with recorded reshapes (a 1-D
+operand becomes a matrix and back) and ``broadcast_to`` (batch axes), so the primitive's rules
+never have to undo broadcasting themselves.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._core import broadcast_to, defprimitive, shape_of
+from .shape import reshape
+
+__all__ = ["matmul"]
+
+
+def _t(a):
+    return a.swapaxes(-1, -2)
+
+
+_matmul = defprimitive(
+    np.matmul, name="matmul", doc="matmul(x, y) = x @ y;  dx = g @ y^T,  dy = x^T @ g",
+    vjp=(lambda g, out, x, y: g @ _t(y),
+         lambda g, out, x, y: _t(x) @ g),
+    jvp=(lambda x_dot, out, x, y: x_dot @ y,
+         lambda y_dot, out, x, y: x @ y_dot))
+
+
+def matmul(x, y):
+    """``x @ y`` as ``np.matmul``: 1-D operands are promoted to matrices (and the added axis
+    removed from the result), batch axes broadcast."""
+    x_shape, y_shape = shape_of(x), shape_of(y)
+    if not x_shape or not y_shape:
+        raise ValueError(f"matmul: operands must have at least one axis, got shapes {x_shape} "
+                         f"and {y_shape}; use * to multiply by a scalar")
+    if len(x_shape) == 2 and len(y_shape) == 2 and x_shape[1] == y_shape[0]:
+        return _matmul(x, y)  # the common case, first
+    x_vector, y_vector = len(x_shape) == 1, len(y_shape) == 1
+    if x_vector:
+        x, x_shape = reshape(x, (1,) + x_shape), (1,) + x_shape
+    if y_vector:
+        y, y_shape = reshape(y, y_shape + (1,)), y_shape + (1,)
+    if x_shape[-1] != y_shape[-2]:
+        raise ValueError(f"matmul: shapes {shape_of(x)} and {shape_of(y)} do not align: the last "
+                         f"axis of the first ({x_shape[-1]}) must equal the second-to-last axis "
+                         f"of the second ({y_shape[-2]})")
+    try:
+        batch = np.broadcast_shapes(x_shape[:-2], y_shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes {x_shape[:-2]} and {y_shape[:-2]} do not "
+                         "broadcast") from None
+    if x_shape[:-2] != batch:
+        x = broadcast_to(x, batch + x_shape[-2:])
+    if y_shape[:-2] != batch:
+        y = broadcast_to(y, batch + y_shape[-2:])
+    out = _matmul(x, y)
+    if x_vector or y_vector:
+        out_shape = shape_of(out)
+        out = reshape(out, out_shape[:-2] + out_shape[-2:-1] * (not x_vector)
+                      + out_shape[-1:] * (not y_vector))
+    return out

@@ -1,0 +1,127 @@
+"""Reductions over axes: sum, max, min and logsumexp (primitives), mean (composite).
+
+Every reduction takes ``axis`` (None for all axes, an int, or a tuple of ints, negative
+counting from the end) and ``keepdims``. Their VJPs first put the reduced axes back
+(``_keep``), then broadcast to the input's shape.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from ._core import Primitive, defprimitive, broadcast_to, shape_of, value_of
+from .elementwise import exp, mul
+
+__all__ = ["sum", "mean", "max", "min", "logsumexp", "normalize_axes"]
+
+
+def normalize_axes(axis, ndim, op):
+    """``axis`` as a sorted tuple of non-negative ints, or a clear error naming ``op``."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    result = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_)):
+            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} "
+                             f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
+                             if ndim else
+                             f"{op}: axis {a} is out of range for a 0-dimensional tensor; "
+                             "use axis=None")
+        result.append(int(a) % ndim)
+    if len(set(result)) != len(result):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(result))
+
+
+def _keep(g, x_shape, axes, keepdims):
+    """``g`` with the reduced axes restored as length-1 axes (a no-op when keepdims)."""
+    if keepdims:
+        return g
+    return g.reshape(tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
+
+
+def _sum_vjp(g, out, x, axes, keepdims):
+    shape = shape_of(x)
+    return broadcast_to(_keep(g, shape, axes, keepdims), shape)
+
+
+_sum = defprimitive(
+    lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims), name="sum",
+    doc="sum(x, axis);  the VJP copies g back to every summed position",
+    vjp=_sum_vjp,
+    jvp=lambda x_dot, out, x, axes, keepdims: _sum(x_dot, axes, keepdims))
+
+
+def _share_of_extremum(x, out, axes, keepdims):
+    """1/k at each of the k positions that attain the max (or min), 0 elsewhere."""
+    x = value_of(x)
+    hits = x == _keep(value_of(out), x.shape, axes, keepdims)
+    return (hits / hits.sum(axis=axes, keepdims=True)).astype(x.dtype, copy=False)
+
+
+def _extremum(name, reduce):
+    return defprimitive(
+        lambda x, axes, keepdims: reduce(x, axis=axes, keepdims=keepdims), name=name,
+        doc=f"{name}(x, axis); ties share the gradient equally (each of k tied entries gets 1/k)",
+        vjp=lambda g, out, x, axes, keepdims: (
+            _keep(g, shape_of(x), axes, keepdims) * _share_of_extremum(x, out, axes, keepdims)),
+        jvp=lambda x_dot, out, x, axes, keepdims: _sum(
+            x_dot * _share_of_extremum(x, out, axes, keepdims), axes, keepdims))
+
+
+_max = _extremum("max", np.max)
+_min = _extremum("min", np.min)
+
+
+def _logsumexp(x, axes, keepdims):
+    # Shift by the max so exp never overflows; a slice that is all -inf stays -inf.
+    shift = np.max(x, axis=axes, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - shift), axis=axes, keepdims=True)) + shift
+    return out if keepdims else np.squeeze(out, axis=axes)
+
+
+def _softmax_weights(x, out, axes, keepdims):
+    """exp(x - logsumexp(x)): the softmax over the reduced axes, the derivative of logsumexp."""
+    return exp(x - _keep(out, shape_of(x), axes, keepdims))
+
+
+# logsumexp is a primitive for stability and speed: one node, computed with the max shift,
+# whose derivative is the softmax.
+_lse = defprimitive(
+    _logsumexp, name="logsumexp",
+    doc="logsumexp(x, axis) = log sum exp(x);  d/dx = softmax(x) = exp(x - out)",
+    vjp=lambda g, out, x, axes, keepdims: (
+        _keep(g, shape_of(x), axes, keepdims) * _softmax_weights(x, out, axes, keepdims)),
+    jvp=lambda x_dot, out, x, axes, keepdims: _sum(
+        x_dot * _softmax_weights(x, out, axes, keepdims), axes, keepdims))
+
+
+def _reduction(primitive: Primitive, doc):
+    def reduce(x, axis=None, keepdims=False):
+        axes = normalize_axes(axis, len(shape_of(x)), primitive.name)
+        return primitive(x, axes, bool(keepdims))
+    reduce.__name__ = primitive.name
+    reduce.__doc__ = doc
+    reduce.primitive = primitive
+    return reduce
+
+
+sum = _reduction(_sum, "Sum over ``axis`` (all axes when None).")
+max = _reduction(_max, "Maximum over ``axis``; tied maxima share the gradient equally.")
+min = _reduction(_min, "Minimum over ``axis``; tied minima share the gradient equally.")
+logsumexp = _reduction(_lse, "log(sum(exp(x))) over ``axis``, computed stably.")
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis``: the sum times 1/count."""
+    shape = shape_of(x)
+    axes = normalize_axes(axis, len(shape), "mean")
+    count = math.prod(shape[a] for a in axes)
+    return mul(_sum(x, axes, bool(keepdims)), 1.0 / count if count else float("nan"))

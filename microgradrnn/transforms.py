@@ -1,0 +1,294 @@
+"""Function transforms, each a few lines on top of the engine: ``grad``, ``vjp``, ``jvp``,
+``hvp``, ``gnvp``, ``gauss_newton``, ``jacobian``, ``hessian`` and ``checkpoint``.
+
+Tensors in, Tensors out; none of them writes ``.grad``. A function given to them takes Tensors
+and returns a Tensor. When an input (or a cotangent or tangent) is itself a Tensor that
+requires grad, the result stays connected to it and can be differentiated again.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .autodiff import backward_pass, checked_seed, enable_grad, forward_pass, no_grad
+from .graph import Node, backward_order, forward_order
+from .ops._core import Primitive, apply, defprimitive, shape_of, value_of
+from .tensor import Tensor
+
+__all__ = ["grad", "vjp", "jvp", "hvp", "gnvp", "gauss_newton", "jacobian", "hessian",
+           "checkpoint"]
+
+
+def _requires_grad(x):
+    return isinstance(x, Node) and x.requires_grad
+
+
+def _leaf(value):
+    leaf = Tensor._constant(value)
+    leaf.requires_grad = True
+    return leaf
+
+
+_alias = defprimitive(lambda x: x, vjp=lambda g, out, x: g, jvp=lambda x_dot, out, x: x_dot,
+                      name="input", doc="input(x) = x: one argument position of a transform")
+
+
+def _trace_inputs(primals, op):
+    """One distinct recorded node per argument position, and whether any primal belongs to an
+    outer graph (then results must stay differentiable with respect to it)."""
+    xs = []
+    outer = False
+    for i, p in enumerate(primals):
+        if _requires_grad(p):
+            outer = True
+            xs.append(_alias(p))  # a node of its own, still connected to the outer graph
+            continue
+        value = np.asarray(value_of(p))
+        if value.dtype.kind != "f":
+            raise TypeError(f"{op}: input {i} has dtype {value.dtype}; differentiation needs "
+                            "float data (for example np.asarray(x, dtype=float))")
+        xs.append(_leaf(value))
+    return xs, outer
+
+
+def _tensor(value, like):
+    """A result as a Tensor: a recorded Tensor as is, an array as a new constant; None as zeros
+    shaped like ``like``."""
+    if isinstance(value, Node):
+        return value
+    if value is None:
+        return Tensor._constant(np.zeros_like(like._value))
+    return Tensor._constant(np.array(value, dtype=like._value.dtype))
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=False):
+    """d(outputs)/d(inputs) as a tuple, one Tensor per input (as ``torch.autograd.grad``).
+
+    ``outputs``: a Tensor or a list; non-scalar outputs need ``grad_outputs`` (the cotangent
+    to pull back). With ``create_graph=True`` the result is recorded and differentiable again.
+    An input the outputs do not depend on is an error, or None with ``allow_unused=True``.
+    """
+    outputs = [outputs] if isinstance(outputs, Node) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Node) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Node, np.ndarray)):
+        grad_outputs = [grad_outputs] * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for i, x in enumerate(inputs):
+        if not _requires_grad(x):
+            raise RuntimeError(
+                f"grad: input {i} (shape {shape_of(x)}) does not require grad, so no gradient "
+                "can reach it; make it with requires_grad=True or mg.Parameter")
+    seeds = [checked_seed(out, g, "grad") for out, g in zip(outputs, grad_outputs)]
+    reached = backward_pass(outputs, seeds, wanted=set(inputs), create_graph=create_graph)
+    results = []
+    for i, x in enumerate(inputs):
+        g = reached.get(x)
+        if g is None and not allow_unused:
+            label = f" ({x.name!r})" if x.name else ""
+            raise RuntimeError(
+                f"grad: input {i}{label} of shape {x.shape} is not used to compute the outputs, "
+                "so its gradient is undefined; pass allow_unused=True to get None for it")
+        results.append(None if g is None else _tensor(g, x))
+    return tuple(results)
+
+
+def vjp(f, *primals):
+    """``(f(*primals), pullback)``, where ``pullback(ct)`` is the tuple ``ct^T J`` (one
+    cotangent per primal): reverse mode as a function."""
+    xs, outer = _trace_inputs(primals, "vjp")
+    out = f(*xs)
+
+    def pullback(cotangent):
+        if not _requires_grad(out):
+            return tuple(_tensor(None, x) for x in xs)
+        seed = checked_seed(out, cotangent, "vjp pullback")
+        create_graph = outer or _requires_grad(cotangent)
+        reached = backward_pass([out], [seed], wanted=set(xs), create_graph=create_graph)
+        return tuple(_tensor(reached.get(x), x) for x in xs)
+
+    return (out if outer else _detached(out)), pullback
+
+
+def _detached(out):
+    return tuple(o.detach() for o in out) if isinstance(out, tuple) else out.detach()
+
+
+def _tangent_seeds(xs, tangents, op):
+    if len(tangents) != len(xs):
+        raise ValueError(f"{op}: {len(xs)} primals but {len(tangents)} tangents")
+    seeds = {}
+    for i, (x, t) in enumerate(zip(xs, tangents)):
+        if shape_of(t) != x.shape:
+            raise ValueError(f"{op}: tangent {i} has shape {shape_of(t)} but its primal has "
+                             f"shape {x.shape}; they must be equal")
+        seeds[x] = t if isinstance(t, Node) else np.asarray(t, dtype=x._value.dtype)
+    return seeds
+
+
+def jvp(f, primals, tangents):
+    """``(f(*primals), J @ tangents)``: forward mode, with each primitive's own JVP rule.
+
+    ``f`` may return a Tensor or a tuple of Tensors (then both results are tuples). Composes
+    with ``grad(..., create_graph=True)`` inside ``f`` (forward-over-reverse, as in ``hvp``).
+    """
+    primals, tangents = tuple(primals), tuple(tangents)
+    xs, outer = _trace_inputs(primals, "jvp")
+    seeds = _tangent_seeds(xs, tangents, "jvp")
+    differentiable = outer or any(_requires_grad(t) for t in tangents)
+    out = f(*xs)
+    outs = out if isinstance(out, tuple) else (out,)
+    recorded = [o for o in outs if _requires_grad(o)]
+    tangent_of = forward_pass(forward_order(recorded), seeds, create_graph=differentiable)
+    out_tangents = tuple(_tensor(tangent_of.get(o), o) for o in outs)
+    if not differentiable:
+        out = _detached(out)
+    return out, (out_tangents if isinstance(out, tuple) else out_tangents[0])
+
+
+def hvp(f, primals, tangents):
+    """The exact Hessian-vector product ``H v`` of scalar ``f``, as a tuple (one per primal).
+
+    ``H v = d/de grad f(x + e v) at e = 0``: forward mode over reverse mode (Pearlmutter 1994),
+    about the cost of two gradients, and no Hessian is ever formed.
+    """
+    def gradient(*xs):
+        grads = grad(f(*xs), xs, create_graph=True, allow_unused=True)
+        return tuple(_tensor(g, x) if g is None else g for g, x in zip(grads, xs))
+    return jvp(gradient, primals, tangents)[1]
+
+
+def gauss_newton(model_fn, loss_fn, params):
+    """``v -> G v`` with ``G = J^T H_L J`` at fixed ``params``, reusing one forward pass.
+
+    ``J`` is the Jacobian of ``z = model_fn(*params)`` and ``H_L`` the Hessian of ``loss_fn``
+    at ``z``. Each product is a tangent sweep through the recorded model (``J v``), a
+    Hessian-vector product of the loss at ``z`` (``H_L J v``, a small graph), and a reverse
+    sweep back through the same model graph (``J^T ...``): Schraudolph (2002), Martens (2010).
+    Conjugate gradient calls it many times; the model is evaluated once.
+    """
+    params = tuple(params)
+    xs, _ = _trace_inputs([value_of(p) for p in params], "gauss_newton")
+    z = model_fn(*xs)
+    if not _requires_grad(z):
+        raise ValueError("gauss_newton: model_fn's output does not depend on the parameters")
+    model_forward = forward_order([z])
+    model_backward = model_forward[::-1]
+    z_leaf = _leaf(z._value)
+    (dloss_dz,) = grad(loss_fn(z_leaf), [z_leaf], create_graph=True)
+    loss_forward = forward_order([dloss_dz]) if _requires_grad(dloss_dz) else None
+
+    def product(v):
+        seeds = _tangent_seeds(xs, tuple(value_of(t) for t in v), "gauss_newton")
+        jv = forward_pass(model_forward, seeds).get(z)
+        if jv is None or loss_forward is None:
+            return tuple(_tensor(None, x) for x in xs)
+        h_jv = forward_pass(loss_forward, {z_leaf: jv}).get(dloss_dz)
+        if h_jv is None:  # the loss is linear in z: H_L = 0
+            return tuple(_tensor(None, x) for x in xs)
+        reached = backward_pass([z], [h_jv], order=model_backward)
+        return tuple(_tensor(reached.get(x), x) for x in xs)
+
+    return product
+
+
+def gnvp(model_fn, loss_fn, params, v):
+    """The Gauss-Newton-vector product ``G v = J^T H_L J v`` of ``loss_fn(model_fn(*params))``,
+    as a tuple (one per parameter). See :func:`gauss_newton` for many products at one point."""
+    return gauss_newton(model_fn, loss_fn, params)(v)
+
+
+def jacobian(f, inputs):
+    """The Jacobian of ``f`` at ``inputs`` (a Tensor or a tuple of them), of shape
+    ``out.shape + input.shape``, by one reverse pass per output entry: for small problems."""
+    single = not isinstance(inputs, (tuple, list))
+    xs, _ = _trace_inputs((inputs,) if single else tuple(inputs), "jacobian")
+    out = f(*xs)
+    out_shape = out.shape
+    jac = [np.zeros(out_shape + x.shape, dtype=x._value.dtype) for x in xs]
+    if _requires_grad(out):
+        order = backward_order([out])
+        wanted = set(xs)
+        for k in np.ndindex(*out_shape):
+            seed = np.zeros(out_shape, dtype=out._value.dtype)
+            seed[k] = 1.0
+            reached = backward_pass([out], [seed], wanted=wanted, order=order)
+            for j, x in zip(jac, xs):
+                if x in reached:
+                    j[k] = value_of(reached[x])
+    results = tuple(Tensor._constant(j) for j in jac)
+    return results[0] if single else results
+
+
+def hessian(f, x):
+    """The Hessian of scalar ``f`` at ``x``, of shape ``x.shape + x.shape`` (the Jacobian of
+    the gradient, the gradient recorded with create_graph=True): for small problems."""
+    def gradient(x):
+        (g,) = grad(f(x), [x], create_graph=True, allow_unused=True)
+        return _tensor(g, x) if g is None else g
+    return jacobian(gradient, x)
+
+
+# -- checkpointing ------------------------------------------------------------------------------
+
+class _Recomputation:
+    """The last recomputation of a checkpointed function: the engine asks for the cotangent of
+    each input in turn with the same ``g`` and ``args``, and the function runs once for all."""
+    key = None
+    grads = None
+
+
+_last = _Recomputation()
+
+
+def _checkpoint_forward(*args):
+    *values, fn = args
+    with no_grad():
+        out = fn(*(Tensor._constant(np.asarray(v)) for v in values))
+    return value_of(out)
+
+
+def _checkpoint_vjp(i, g, out, *args):
+    if _last.key is None or _last.key[0] is not g or _last.key[1] is not args:
+        *values, fn = args
+        with enable_grad():
+            xs, outer = _trace_inputs(values, "checkpoint")
+            recomputed = fn(*xs)
+            create_graph = outer or _requires_grad(g)
+            reached = backward_pass([recomputed], [g], create_graph=create_graph)
+        strays = [node for node in reached if node not in set(xs) and node.primitive is None]
+        if strays:
+            names = ", ".join(f"{n.name or 'unnamed'} {n.shape}" for n in strays)
+            raise RuntimeError(
+                f"checkpoint: the function uses tensors that require grad but are not among "
+                f"its arguments ({names}); they would get no gradient. Pass them to "
+                "checkpoint(fn, *args) as arguments")
+        _last.key, _last.grads = (g, args), [reached.get(x) for x in xs]
+    result = _last.grads[i]
+    return result if result is not None else np.zeros(shape_of(args[i]))
+
+
+class _CheckpointRules:
+    def __getitem__(self, i):
+        return lambda g, out, *args: _checkpoint_vjp(i, g, out, *args)
+
+
+def _checkpoint_jvp(tangents, out, *args):
+    *values, fn = args
+    tangents = [t if t is not None else np.zeros(shape_of(v)) for t, v in zip(tangents, values)]
+    with enable_grad():
+        return jvp(fn, values, tangents)[1]
+
+
+_checkpoint = Primitive(
+    "checkpoint", _checkpoint_forward, vjps=_CheckpointRules(), jvp=_checkpoint_jvp, nin=None,
+    doc="checkpoint(fn, *args): fn's value without its graph; the VJP runs fn again")
+
+
+def checkpoint(fn, *args):
+    """``fn(*args)`` without storing its graph: the backward pass runs ``fn`` again and
+    differentiates the recomputed graph (memory for time; Chen et al. 2016).
+
+    Every tensor that ``fn`` should differentiate must be passed in ``args``; a closed-over
+    tensor that requires grad is reported in the backward pass.
+    """
+    return apply(_checkpoint, (*args, fn), len(args))
