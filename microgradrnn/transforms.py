@@ -253,18 +253,33 @@ def _checkpoint_vjp(i, g, out, *args):
         with enable_grad():
             xs, outer = _trace_inputs(values, "checkpoint")
             recomputed = fn(*xs)
-            create_graph = outer or _requires_grad(g)
-            reached = backward_pass([recomputed], [g], create_graph=create_graph)
-        strays = [node for node in reached if node not in set(xs) and node.primitive is None]
+        strays = _leaves_outside(recomputed, xs)
         if strays:
             names = ", ".join(f"{n.name or 'unnamed'} {n.shape}" for n in strays)
             raise RuntimeError(
                 f"checkpoint: the function uses tensors that require grad but are not among "
                 f"its arguments ({names}); they would get no gradient. Pass them to "
                 "checkpoint(fn, *args) as arguments")
+        create_graph = outer or _requires_grad(g)
+        reached = backward_pass([recomputed], [g], wanted=set(xs), create_graph=create_graph)
         _last.key, _last.grads = (g, args), [reached.get(x) for x in xs]
     result = _last.grads[i]
     return result if result is not None else np.zeros(shape_of(args[i]))
+
+
+def _leaves_outside(output, inputs):
+    """Leaves that require grad and reach ``output`` other than through ``inputs``."""
+    inputs = set(inputs)
+    seen, stack, strays = set(), [output], []
+    while stack:
+        node = stack.pop()
+        if node in seen or node in inputs or not _requires_grad(node):
+            continue
+        seen.add(node)
+        if node.primitive is None:
+            strays.append(node)
+        stack.extend(p for p in node.parents if p is not None)
+    return strays
 
 
 class _CheckpointRules:

@@ -1,0 +1,229 @@
+"""The engine: fan-out sums, accumulation, the backward walk's reach, memory, scopes,
+recording of per-edge gradients, grad mode and anomaly detection."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import microgradrnn as mg
+from microgradrnn.graph import backward_order
+
+
+def test_a_plus_a_is_two_edges_and_gives_two_per_unit():
+    a = mg.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    b = a + a
+    assert b.parents == (a, a)  # an ordered tuple: two edges, not one
+    b.sum().backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0, 2.0])
+
+
+def test_diamond_gradient_matches_the_product_rule():
+    # d = (2a) * (3a) = 6 a^2, so dd/da = 12 a: both paths through the diamond are summed.
+    a = mg.tensor([0.5, -1.5], requires_grad=True)
+    b, c = a * 2.0, a * 3.0
+    (b * c).sum().backward()
+    np.testing.assert_allclose(a.grad, 12 * a.value, rtol=1e-15)
+
+
+@given(uses=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_a_shared_leaf_receives_the_sum_over_its_uses(uses, seed):
+    # Tied: one weight w used at every step. Untied: a separate copy w_k per step. The tied
+    # gradient must equal the sum of the untied copies' gradients (the BPTT identity).
+    rng = np.random.default_rng(seed)
+    w0, x0 = rng.uniform(-1, 1, (2, 2)), rng.uniform(-1, 1, (3, 2))
+
+    def unroll(weights):
+        h = mg.tensor(x0)
+        for w in weights:
+            h = (h @ w).tanh()
+        return h.sum()
+
+    w = mg.Parameter(w0)
+    unroll([w] * uses).backward()
+    copies = [mg.Parameter(w0) for _ in range(uses)]
+    unroll(copies).backward()
+    np.testing.assert_allclose(w.grad, sum(c.grad for c in copies), rtol=1e-12, atol=1e-15)
+
+
+def test_backward_twice_accumulates_exactly_twice_on_leaves():
+    x = mg.tensor([0.3, -0.7], requires_grad=True)
+    y = (x * x).tanh().sum()
+    y.backward()
+    once = x.grad.copy()
+    y.backward()
+    np.testing.assert_array_equal(x.grad, 2 * once)
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_intermediates_get_grad_only_when_retained():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3.0
+    k = (x * 2.0).retain_grad()
+    (h * k).sum().backward()
+    assert h.grad is None
+    np.testing.assert_allclose(k.grad, h.value)  # d(h.k)/dk = h
+
+
+def test_leaf_grad_is_a_fresh_array_in_the_leaf_dtype():
+    x = mg.tensor(np.ones(3), requires_grad=True)
+    seed = np.array([1.0, 2.0, 3.0])
+    (x + 0.0).backward(seed)
+    x.grad[0] = 100.0  # the caller's cotangent must not change
+    assert seed[0] == 1.0
+    y = mg.tensor(np.ones(2), dtype=np.float32, requires_grad=True)
+    (y * 2.0).sum().backward()
+    assert y.grad.dtype == np.float32
+
+
+def test_gradient_of_a_broadcast_input_is_summed_back_to_its_shape():
+    b = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x = mg.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    (x * b).sum().backward()
+    np.testing.assert_allclose(b.grad, x.value.sum(axis=0))
+    np.testing.assert_allclose(x.grad, np.broadcast_to(b.value, (2, 3)))
+
+
+def test_no_reference_cycles_an_intermediate_dies_with_its_output():
+    gc.disable()
+    try:
+        x = mg.tensor(np.ones(4), requires_grad=True)
+        hidden = (x * 2.0).tanh()
+        probe = weakref.ref(hidden)
+        out = (hidden * hidden).sum()
+        del hidden
+        assert probe() is not None  # kept alive by the output's graph
+        out.backward()
+        del out
+        assert probe() is None  # freed by reference counting alone: no cycle
+    finally:
+        gc.enable()
+
+
+def test_a_million_node_chain_backpropagates_without_recursion():
+    x = mg.tensor(1.0, requires_grad=True)
+    y = x
+    factor = 1.0 + 1e-7
+    for _ in range(1_000_000):
+        y = y * factor
+    y.backward()
+    np.testing.assert_allclose(x.grad, factor ** 1_000_000, rtol=1e-9)
+
+
+def test_grad_walks_only_branches_that_lead_to_the_inputs():
+    calls = []
+
+    def exploding_vjp(g, out, x):
+        calls.append(1)
+        raise AssertionError("this branch does not lead to the requested input")
+
+    spy = mg.defprimitive(lambda x: x * 1.0, vjp=exploding_vjp,
+                          jvp=lambda x_dot, out, x: x_dot, name="spy")
+    a = mg.tensor(2.0, requires_grad=True)
+    b = mg.tensor(3.0, requires_grad=True)
+    out = a * b + spy(b)
+    (ga,) = mg.grad(out, [a])
+    assert ga.item() == 3.0 and not calls
+    assert a.grad is None and b.grad is None  # grad() never writes .grad
+
+
+def test_grad_with_respect_to_an_intermediate():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * x
+    y = (h * 3.0).sum()
+    (gh,) = mg.grad(y, [h])
+    np.testing.assert_array_equal(gh.value, [3.0, 3.0])
+
+
+def test_record_edge_grads_lists_each_consumer_once_and_sums_to_the_gradient():
+    w = mg.Parameter(np.array([[0.5, -0.3], [0.2, 0.8]]), name="w")
+    h = mg.tensor(np.ones((1, 2)))
+    for t in range(4):
+        with mg.scope(t=t):
+            h = (h @ w).tanh()
+    with mg.record_edge_grads(only=[w]) as record:
+        h.sum().backward()
+    edges = record.into(w)
+    assert sorted(e.consumer.tags["t"] for e in edges) == [0, 1, 2, 3]
+    assert all(e.consumer.primitive.name == "matmul" for e in edges)
+    np.testing.assert_allclose(sum(e.grad for e in edges), w.grad, rtol=1e-14)
+
+
+def test_recording_is_off_outside_the_context():
+    x = mg.tensor([1.0], requires_grad=True)
+    with mg.record_edge_grads() as record:
+        pass
+    (x * 2.0).sum().backward()
+    assert record.edges == []
+
+
+def test_scopes_nest_and_the_inner_key_wins():
+    x = mg.tensor([1.0], requires_grad=True)
+    with mg.scope(module="rnn", t=0):
+        a = x * 2.0
+        with mg.scope(t=1, part="gate"):
+            b = a + 1.0
+        c = b * b
+    d = c - 1.0
+    assert dict(a.tags) == {"module": "rnn", "t": 0}
+    assert dict(b.tags) == {"module": "rnn", "t": 1, "part": "gate"}
+    assert dict(c.tags) == {"module": "rnn", "t": 0}
+    assert d.tags is None
+
+
+def test_no_grad_builds_constants_and_enable_grad_turns_recording_back_on():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    with mg.no_grad():
+        y = x * 2.0
+        with mg.enable_grad():
+            z = x * 2.0
+    assert not y.requires_grad and y.primitive is None
+    assert z.requires_grad
+    with pytest.raises(RuntimeError, match="no_grad"):
+        y.sum().backward()
+
+
+def test_detach_cuts_the_graph():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * 3.0).detach() * x
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 6.0])  # only the non-detached factor
+
+
+def test_detect_anomaly_names_the_forward_op_shapes_tags_and_user_line():
+    x = mg.tensor([1.0, -1.0], requires_grad=True)
+    with mg.detect_anomaly(), mg.scope(t=7):
+        with pytest.raises(mg.AnomalyError) as info:
+            x.log()
+    message = str(info.value)
+    assert "log" in message and "(2,)" in message and "'t': 7" in message
+    assert "test_autodiff.py" in message
+
+
+def test_detect_anomaly_in_backward_names_the_op_and_where_it_was_made():
+    x = mg.tensor([0.0, 4.0], requires_grad=True)
+    with mg.detect_anomaly():
+        y = x.sqrt().sum()  # finite forward, infinite derivative at 0
+        with pytest.raises(mg.AnomalyError) as info:
+            y.backward()
+    message = str(info.value)
+    assert "pow" in message and "test_autodiff.py" in message
+    # Outside anomaly mode the same computation gives inf, as NumPy would.
+    with np.errstate(divide="ignore"):
+        x.sqrt().sum().backward()
+    assert np.isinf(x.grad[0])
+
+
+def test_backward_order_puts_every_consumer_first():
+    x = mg.tensor([1.0], requires_grad=True)
+    a = x * 2.0
+    b = a + x
+    c = b * a
+    order = backward_order([c])
+    position = {node: i for i, node in enumerate(order)}
+    for node in order:
+        for parent in node.parents:
+            if parent is not None:
+                assert position[node] < position[parent]
