@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import functional, ops
 from .autodiff import (EdgeGrad, detect_anomaly, enable_grad, is_grad_enabled, no_grad,
                        record_edge_grads, scope)
-from .gradcheck import gradcheck, gradgradcheck, jvpcheck, GradcheckError
+from .gradcheck import GradcheckError, check_primitive, gradcheck, gradgradcheck, jvpcheck
 from .ops import *  # noqa: F401,F403  (the operations: mg.tanh, mg.sum, mg.matmul, ...)
 from .ops import AnomalyError, Primitive, defprimitive
 from .tensor import Parameter, Tensor, tensor

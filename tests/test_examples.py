@@ -1,0 +1,39 @@
+"""The examples run, print what they claim, and the README shows the example that is tested."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def run(path):
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(path):
+    assert run(path).strip()
+
+
+def test_readme_example_is_the_tested_one_and_its_numbers_agree():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    script = (ROOT / "examples" / "gradient_vs_finite_difference.py").read_text()
+    assert block.strip() in script
+    gradient, numeric = map(float, run(ROOT / "examples" / "gradient_vs_finite_difference.py").split())
+    assert abs(gradient - numeric) < 1e-8
+
+
+def test_higher_order_example_agrees_with_the_closed_forms():
+    lines = run(ROOT / "examples" / "higher_order.py").splitlines()
+    numbers = [np.array(re.findall(r"-?\d+\.\d+", line), dtype=float) for line in lines]
+    np.testing.assert_allclose(numbers[0], numbers[1], rtol=1e-7)
+    np.testing.assert_allclose(numbers[2], numbers[3], rtol=1e-7)
