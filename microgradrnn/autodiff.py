@@ -125,8 +125,11 @@ def forward_pass(order, seeds, create_graph=False):
         if primitive is None or node in seeds:
             continue
         node_tangents = tuple(map(get, node.parents))  # None for constants and zero tangents
-        if not any(t is not None for t in node_tangents):
-            continue
+        for tangent in node_tangents:
+            if tangent is not None:
+                break
+        else:
+            continue  # no input carries a tangent: this node's tangent is zero
         if create_graph:
             out, args = node, _traced_args(node)
         else:

@@ -117,11 +117,13 @@ def nodes_leading_to(order, targets) -> set:
     Reverse mode only needs to send cotangents along these: a branch that never reaches a
     requested input is not walked.
     """
-    targets = set(targets)
-    leading = set()
+    leading = set(targets)
     for node in reversed(order):  # inputs before consumers
-        if node in targets or any(p is not None and p in leading for p in node.parents):
-            leading.add(node)
+        if node not in leading:
+            for parent in node.parents:
+                if parent in leading:
+                    leading.add(node)
+                    break
     return leading
 
 

@@ -148,13 +148,17 @@ def jvp(f, primals, tangents):
 def hvp(f, primals, tangents):
     """The exact Hessian-vector product ``H v`` of scalar ``f``, as a tuple (one per primal).
 
-    ``H v = d/de grad f(x + e v) at e = 0``: forward mode over reverse mode (Pearlmutter 1994),
-    about the cost of two gradients, and no Hessian is ever formed.
+    ``H v = grad_x <grad f(x), v> = grad_x (J_f(x) v)``: reverse mode over forward mode
+    (Pearlmutter 1994). The directional derivative is one recorded tangent sweep; its gradient
+    is one reverse sweep. Unlike forward over reverse, it never computes the gradient itself,
+    only its change along ``v``; no Hessian is ever formed.
     """
-    def gradient(*xs):
-        grads = grad(f(*xs), xs, create_graph=True, allow_unused=True)
-        return tuple(_tensor(g, x) if g is None else g for g, x in zip(grads, xs))
-    return jvp(gradient, primals, tangents)[1]
+    primals, tangents = tuple(primals), tuple(tangents)
+
+    def directional_derivative(*xs):
+        return jvp(f, xs, tangents)[1]
+    out, pullback = vjp(directional_derivative, *primals)
+    return pullback(np.ones_like(out._value))
 
 
 def gauss_newton(model_fn, loss_fn, params):

@@ -194,14 +194,15 @@ def check_cotangent(value, node, input_index):
 
 
 def _unbroadcast(g, shape):
-    """Sum ``g`` back down to ``shape``: over the leading axes broadcasting added and over the
-    axes where ``shape`` has 1. Written with methods that arrays and Tensors share."""
+    """Sum ``g`` back down to ``shape``: over the leading axes broadcasting added, and (keeping
+    them) over the axes where ``shape`` has 1. Written with methods that arrays and Tensors share."""
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape) if g.shape != tuple(shape) else g
+    if lead:
+        g = g.sum(axis=tuple(range(lead)))
+    ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if ones:
+        g = g.sum(axis=ones, keepdims=True)
+    return g
 
 
 broadcast_to = Primitive(

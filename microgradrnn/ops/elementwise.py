@@ -51,11 +51,13 @@ def _log_base(x):
 
 
 def _power_slope(x, y):
-    """d(x^y)/dx = y x^(y-1). At x = 0 with y = 0 that is 0 * 0^-1 = 0 * inf = NaN, although
-    x^0 is constant: there the exponent is replaced by 1, giving exactly 0. That keeps every
-    derivative of an integer power finite at 0 (d^2/dx^2 x at 0, for instance)."""
+    """d(x^y)/dx = y x^(y-1). Where y = 0 and x is 0 (or so small that x^-1 overflows) that is
+    0 * inf = NaN, although x^0 is constant: there the exponent is replaced by 1, which gives the
+    exact slope 0 and keeps every derivative of an integer power finite at 0."""
     x_value, y_value = value_of(x), value_of(y)
-    return y * x ** where(np.asarray((x_value == 0) & (y_value == 0)), 1.0, y - 1)
+    tiny = np.finfo(np.result_type(x_value, y_value)).tiny
+    overflow = (y_value == 0) & (np.abs(x_value) < tiny)
+    return y * x ** where(np.asarray(overflow), 1.0, y - 1)
 
 
 pow = defprimitive(

@@ -6,7 +6,6 @@ counting from the end) and ``keepdims``. Their VJPs first put the reduced axes b
 """
 from __future__ import annotations
 
-import builtins
 import math
 
 import numpy as np
@@ -39,8 +38,9 @@ def normalize_axes(axis, ndim, op):
 
 
 def _keep(g, x_shape, axes, keepdims):
-    """``g`` with the reduced axes restored as length-1 axes (a no-op when keepdims)."""
-    if keepdims:
+    """``g`` with the reduced axes restored as length-1 axes, so that it broadcasts against the
+    input (nothing to do with keepdims, or when only leading axes were reduced)."""
+    if keepdims or axes == tuple(range(len(axes))):
         return g
     return g.reshape(tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
 
