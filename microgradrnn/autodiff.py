@@ -90,27 +90,23 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
     for node in order:
         g = grads.pop(node, None)
         if g is None:
-            continue
-        if wanted is None:
-            if node.primitive is None or node.retains_grad:
-                reached[node] = g
-        elif node in wanted:
-            reached[node] = g
+            continue  # nothing flows here, or this branch leads to no wanted node
         primitive = node.primitive
+        if (node in wanted) if wanted is not None else (primitive is None or node.retains_grad):
+            reached[node] = g
         if primitive is None:
-            continue
+            continue  # a leaf: nothing further back
         if create_graph:
             out, args = node, _traced_args(node)
         else:
             out, args = node._value, node.args
         vjps = primitive.vjps
         for i, parent in enumerate(node.parents):
-            if parent is None or (leading is not None and parent not in leading):
-                continue
-            g_input = vjps[i](g, out, *args)
-            if check:
-                check_cotangent(g_input, node, i)
-            send(grads, node, parent, g_input)
+            if parent is not None and (leading is None or parent in leading):
+                g_input = vjps[i](g, out, *args)
+                if check:
+                    check_cotangent(g_input, node, i)
+                send(grads, node, parent, g_input)
     return reached
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autodiff, ops
-from .graph import Node
+from .graph import Node, next_serial
 from .ops._core import register_tensor_type, value_of
 
 __all__ = ["Tensor", "Parameter", "tensor"]
@@ -84,6 +84,7 @@ class Tensor(Node):
     @staticmethod
     def _record(value, primitive, parents, args, tags):
         t = _new(Tensor)
+        t.serial = next_serial()
         t._value = value
         t.requires_grad = True
         t.grad = None
