@@ -108,7 +108,10 @@ def value_of(x):
 
 
 def shape_of(x):
-    return np.shape(x._value if isinstance(x, Node) else x)
+    """The shape of a Tensor, an array or a scalar (inside rules, where x may be any of them)."""
+    if isinstance(x, Node):
+        return x._value.shape
+    return x.shape if isinstance(x, np.ndarray) else np.shape(x)
 
 
 def _describe(args, nin):

@@ -17,7 +17,8 @@ __all__ = ["matmul"]
 
 
 def _t(a):
-    return a.swapaxes(-1, -2)
+    """The transpose of the last two axes (``.T`` for the usual 2-D case)."""
+    return a.T if a.ndim == 2 else a.swapaxes(-1, -2)
 
 
 _matmul = defprimitive(

@@ -60,7 +60,7 @@ def transpose(x, axes=None):
     """Permute the axes of ``x`` (reverse them when ``axes`` is None), as ``np.transpose``."""
     ndim = len(shape_of(x))
     if axes is None:
-        axes = tuple(reversed(range(ndim)))
+        return _transpose(x, tuple(reversed(range(ndim))))
     axes = tuple(operator.index(a) % ndim if ndim else operator.index(a) for a in axes)
     if sorted(axes) != list(range(ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {ndim} axes "

@@ -1,0 +1,199 @@
+"""Timing, machine information and table printing shared by the benchmark sections.
+
+Timing rules (the machine is shared and noisy):
+
+* every case is timed with ``time.perf_counter`` over a batch of calls long enough to be
+  measurable, and the batch is repeated; we keep every sample and report the median and the min;
+* the cases being compared are timed round-robin (engine, reference, engine, reference, ...,
+  with the order rotated each round), so that a slow spell of the machine hits all of them
+  alike and the ratios stay meaningful even when the absolute times drift;
+* the garbage collector stays on (it is part of what a user pays); ``gc.collect()`` runs before
+  each batch so that every batch starts from the same state.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    """Per-call times in seconds, one sample per batch."""
+    samples: list = field(default_factory=list)
+    number: int = 1          # calls per batch
+
+    @property
+    def median(self):
+        return statistics.median(self.samples)
+
+    @property
+    def min(self):
+        return min(self.samples)
+
+    def as_dict(self):
+        return {"median_s": self.median, "min_s": self.min, "number": self.number,
+                "samples_s": self.samples}
+
+
+def _batch(fn, number):
+    gc.collect()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def calibrate(fn, target_seconds):
+    """The number of calls that makes one batch last about ``target_seconds``."""
+    fn()  # warm up (first-call costs: imports, caches)
+    number = 1
+    while True:
+        elapsed = _batch(fn, number) * number
+        if elapsed >= target_seconds or number >= 1 << 22:
+            return number
+        number = max(number * 2, int(number * target_seconds / max(elapsed, 1e-9) * 1.1))
+
+
+def compare(cases, repeats, target_seconds=0.0):
+    """Time each callable in ``cases`` ({name: fn}) round-robin, ``repeats`` batches each.
+
+    ``target_seconds`` = 0 means one call per batch (for cases that take milliseconds).
+    """
+    timings = {}
+    for name, fn in cases.items():
+        if target_seconds > 0:
+            number = calibrate(fn, target_seconds)
+        else:
+            fn()  # warm up
+            number = 1
+        timings[name] = Timing(number=number)
+    names = list(cases)
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            timings[name].samples.append(_batch(cases[name], timings[name].number))
+    return timings
+
+
+def ratio(a: Timing, b: Timing):
+    """(median ratio, min ratio) of a over b."""
+    return a.median / b.median, a.min / b.min
+
+
+# -- machine information ------------------------------------------------------------------------
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _blas():
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older NumPy, or a build without the information
+        return "unknown"
+
+
+def _git_revision(repo_dir):
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_dir,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo_dir, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_info(repo_dir):
+    import microgradrnn
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "numpy": np.__version__,
+        "blas": _blas(),
+        "microgradrnn": f"{microgradrnn.__version__} (git {_git_revision(repo_dir)})",
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "platform": platform.platform(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                   "MKL_NUM_THREADS") if k in os.environ},
+        "argv": sys.argv,
+    }
+
+
+# -- printing -----------------------------------------------------------------------------------
+
+def table(headers, rows):
+    """A plain fixed-width table as a string (first column left-aligned, the rest right)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths)))
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def us(seconds):
+    return f"{seconds * 1e6:.2f}"
+
+
+def ms(seconds):
+    return f"{seconds * 1e3:.1f}"
+
+
+def x(value):
+    return f"{value:.2f}x"
+
+
+class Section:
+    """What one benchmark section reports: printed text, correctness checks (which must pass),
+    targets (which may be missed, and say so), and raw data for the JSON file."""
+
+    def __init__(self, key, title):
+        self.key, self.title = key, title
+        self.checks = []    # (name, ok, detail)
+        self.targets = []   # (name, value, limit, ok)
+        self.data = {}
+        self.say(f"\n== {title} ==")
+
+    def say(self, text=""):
+        print(text, flush=True)
+
+    def check(self, name, ok, detail=""):
+        ok = bool(ok)
+        self.checks.append({"name": name, "ok": ok, "detail": detail})
+        self.say(f"  check {'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+
+    def target(self, name, value, limit, unit=""):
+        ok = bool(value <= limit)
+        self.targets.append({"name": name, "value": value, "limit": limit, "unit": unit, "ok": ok})
+
+    def as_dict(self):
+        return {"title": self.title, "checks": self.checks, "targets": self.targets,
+                "data": self.data}
