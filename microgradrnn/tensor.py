@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autodiff, ops
-from .graph import Node, next_serial
+from .graph import Node
 from .ops._core import register_tensor_type, value_of
 
 __all__ = ["Tensor", "Parameter", "tensor"]
@@ -84,17 +84,7 @@ class Tensor(Node):
     @staticmethod
     def _record(value, primitive, parents, args, tags):
         t = _new(Tensor)
-        t.serial = next_serial()
-        t._value = value
-        t.requires_grad = True
-        t.grad = None
-        t.name = None
-        t.primitive = primitive
-        t.parents = parents
-        t.args = args
-        t.tags = tags
-        t.retains_grad = False
-        t.origin = None
+        t._init(value, True, primitive, parents, args, tags)
         return t
 
     @staticmethod

@@ -104,21 +104,18 @@ def _wins(x, y, better):
     return (better(x, y) + 0.5 * (x == y)).astype(np.result_type(x, y), copy=False)
 
 
-maximum = defprimitive(
-    np.maximum, name="maximum", broadcasts=True,
-    doc="maximum(x, y), elementwise; on a tie each input receives half of the gradient",
-    vjp=(lambda g, out, x, y: g * _wins(x, y, np.greater),
-         lambda g, out, x, y: g * _wins(y, x, np.greater)),
-    jvp=(lambda x_dot, out, x, y: x_dot * _wins(x, y, np.greater),
-         lambda y_dot, out, x, y: y_dot * _wins(y, x, np.greater)))
+def _elementwise_extremum(name, choose, better):
+    return defprimitive(
+        choose, name=name, broadcasts=True,
+        doc=f"{name}(x, y), elementwise; on a tie each input receives half of the gradient",
+        vjp=(lambda g, out, x, y: g * _wins(x, y, better),
+             lambda g, out, x, y: g * _wins(y, x, better)),
+        jvp=(lambda x_dot, out, x, y: x_dot * _wins(x, y, better),
+             lambda y_dot, out, x, y: y_dot * _wins(y, x, better)))
 
-minimum = defprimitive(
-    np.minimum, name="minimum", broadcasts=True,
-    doc="minimum(x, y), elementwise; on a tie each input receives half of the gradient",
-    vjp=(lambda g, out, x, y: g * _wins(x, y, np.less),
-         lambda g, out, x, y: g * _wins(y, x, np.less)),
-    jvp=(lambda x_dot, out, x, y: x_dot * _wins(x, y, np.less),
-         lambda y_dot, out, x, y: y_dot * _wins(y, x, np.less)))
+
+maximum = _elementwise_extremum("maximum", np.maximum, np.greater)
+minimum = _elementwise_extremum("minimum", np.minimum, np.less)
 
 # The condition is a static parameter (it is not differentiable), so it comes last.
 _select = defprimitive(
