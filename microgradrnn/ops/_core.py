@@ -139,12 +139,11 @@ def apply(primitive, args, nin):
     try:
         out = primitive.forward(*values)
     except (ValueError, TypeError, IndexError) as error:
-        raise type(error)(f"{primitive.name}: cannot apply to inputs of shapes "
-                          f"{_describe(values, nin)}: {error}") from error
+        raise _explained(error, primitive, values, nin) from error
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     if state.detect_anomaly:
-        _check_finite(out, primitive, values, nin, "forward")
+        _check_finite(out, primitive, values, nin)
     if not (record and state.grad_enabled):
         return Tensor._constant(out)
     for i in range(nin):
@@ -166,12 +165,22 @@ def _owned(constant):
     return constant
 
 
-def _check_finite(value, primitive, args, nin, phase, input_index=None):
+def _explained(error, primitive, args, nin):
+    """NumPy's error again, prefixed with the op and the input shapes (and, for a broadcasting
+    op, what broadcasting needs)."""
+    message = f"{primitive.name}: cannot apply to inputs of shapes {_describe(args, nin)}: {error}"
+    if primitive.broadcasts and isinstance(error, ValueError):
+        message += ("; elementwise inputs must broadcast (NumPy's rule: shapes aligned from the "
+                    "right, each axis equal or 1): reshape or expand_dims one of them")
+    kind = next(k for k in (TypeError, IndexError, ValueError) if isinstance(error, k))
+    return kind(message)
+
+
+def _check_finite(value, primitive, args, nin):
     if np.all(np.isfinite(value)):
         return
-    where = f"{phase}" if input_index is None else f"{phase} (cotangent for input {input_index})"
     raise AnomalyError(
-        f"detect_anomaly: {primitive.name} produced a non-finite value in its {where}; "
+        f"detect_anomaly: {primitive.name} produced a non-finite value in its forward; "
         f"input shapes {_describe(args, nin)}; scope tags {dict(state.tags or {})}; "
         f"called from {_format_frame(user_frame())}")
 
