@@ -152,6 +152,9 @@ def hvp(f, primals, tangents):
     (Pearlmutter 1994). The directional derivative is one recorded tangent sweep; its gradient
     is one reverse sweep. Unlike forward over reverse, it never computes the gradient itself,
     only its change along ``v``; no Hessian is ever formed.
+
+    Pass arrays (or detached tensors) as primals unless you will differentiate ``H v`` itself:
+    primals that require grad keep the result connected to them, which costs more.
     """
     primals, tangents = tuple(primals), tuple(tangents)
 
