@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .graph import Node, backward_order, forward_order, nodes_leading_to, state
+from .ops import _core
 from .ops._core import check_cotangent, shape_of
 
 __all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
@@ -38,41 +39,68 @@ class EdgeGrad(NamedTuple):
     grad: Any        # the gradient (an array; a Tensor under create_graph=True)
 
 
+def _node_of(x):
+    return x if isinstance(x, Node) else x.node
+
+
 class EdgeRecorder:
     """The edges seen by :func:`send` while :func:`record_edge_grads` is active."""
 
     def __init__(self, only=None):
-        self.only = None if only is None else set(only)
+        self.only = None if only is None else {_node_of(x) for x in only}
         self.edges: list[EdgeGrad] = []
 
-    def into(self, node):
-        """The edges that ended at ``node``, in the order the backward pass sent them."""
+    def into(self, x):
+        """The edges that ended at ``x`` (a Tensor or a node), in the order they were sent."""
+        node = _node_of(x)
         return [edge for edge in self.edges if edge.input is node]
 
 
 _recorder: EdgeRecorder | None = None
 
 
-def send(grads, consumer, node, g):
+def send(grads, consumer, node, g, owned):
     """Add the cotangent ``g`` that ``consumer`` sends to ``node``: the one fan-out sum.
 
     A node consumed k times receives k cotangents; its total is their sum (the multivariate
-    chain rule). With recording on, the single edge is also written down.
+    chain rule). The first one is kept as it came (a rule may hand the same array to several
+    inputs); the second makes a new array that this pass owns (``owned``), and later ones are
+    added into it in place. With recording on, the single edge is also written down.
     """
     if _recorder is not None and (_recorder.only is None or node in _recorder.only):
         _recorder.edges.append(EdgeGrad(consumer, node, g))
     previous = grads.get(node)
-    grads[node] = g if previous is None else previous + g
+    if previous is None:
+        grads[node] = g
+    elif node in owned and type(g) is not _core.Tensor:
+        previous += g
+    else:
+        total = previous + g
+        grads[node] = total
+        if type(total) is np.ndarray:
+            owned.add(node)
 
 
-def _traced_args(node):
-    """The node's arguments with each recorded input as its Tensor (for create_graph)."""
-    parents, args = node.parents, node.args
-    return tuple(p if p is not None else a for p, a in zip(parents, args)) + args[len(parents):]
+def _freeze(value):
+    """Mark an array the engine made read-only. Under create_graph, rules mix such raw arrays
+    with Tensors; recorded ops would otherwise copy every writable constant they keep."""
+    if type(value) is np.ndarray:
+        value.flags.writeable = False
+    return value
+
+
+def _traced(node):
+    """The node's output and arguments as Tensors on the graph (for create_graph), so that
+    the rules evaluated on them are recorded in turn."""
+    wrap = _core.Tensor._wrap
+    parents, saved = node.parents, node.saved
+    args = tuple(wrap(a, p) if p is not None and type(a) is np.ndarray else a
+                 for p, a in zip(parents, saved)) + saved[len(parents):]
+    return (None if node.out is None else wrap(node.out, node)), args
 
 
 def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
-    """Propagate ``seeds`` (one cotangent per output) back through the graph.
+    """Propagate ``seeds`` (one cotangent per output node) back through the graph.
 
     Returns {node: total cotangent} for the ``wanted`` nodes; when ``wanted`` is None, for every
     leaf reached and every node that asked to retain its gradient. Only branches that lead to a
@@ -82,7 +110,7 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
     if order is None:
         order = backward_order(outputs)
     leading = None if wanted is None else nodes_leading_to(order, wanted)
-    grads = {}
+    grads, owned = {}, set()
     for out, seed in zip(outputs, seeds):
         grads[out] = seed if out not in grads else grads[out] + seed
     reached = {}
@@ -97,16 +125,18 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
         if primitive is None:
             continue  # a leaf: nothing further back
         if create_graph:
-            out, args = node, _traced_args(node)
+            out, args = _traced(node)
         else:
-            out, args = node._value, node.args
+            out, args = node.out, node.saved
         vjps = primitive.vjps
         for i, parent in enumerate(node.parents):
             if parent is not None and (leading is None or parent in leading):
                 g_input = vjps[i](g, out, *args)
                 if check:
                     check_cotangent(g_input, node, i)
-                send(grads, node, parent, g_input)
+                if create_graph:
+                    _freeze(g_input)
+                send(grads, node, parent, g_input, owned)
     return reached
 
 
@@ -127,25 +157,26 @@ def forward_pass(order, seeds, create_graph=False):
         else:
             continue  # no input carries a tangent: this node's tangent is zero
         if create_graph:
-            out, args = node, _traced_args(node)
+            out, args = _traced(node)
         else:
-            out, args = node._value, node.args
+            out, args = node.out, node.saved
         tangent = primitive.jvp(node_tangents, out, *args)
         if tangent is not None:
-            tangents[node] = tangent
+            tangents[node] = _freeze(tangent) if create_graph else tangent
     return tangents
 
 
 def checked_seed(output, grad, op):
-    """The cotangent to start reverse mode from ``output``: ones for a scalar, else ``grad``."""
-    if not isinstance(output, Node):
+    """The cotangent to start reverse mode from the Tensor ``output``: ones for a scalar,
+    else ``grad``, checked."""
+    if not isinstance(output, _core.Tensor):
         raise TypeError(f"{op}: expected a Tensor output, got {type(output).__name__}")
-    if not output.requires_grad:
+    value = output._value
+    if output.node is None:
         raise RuntimeError(
-            f"{op}: the output (shape {output._value.shape}) does not require grad, so it has no graph "
+            f"{op}: the output (shape {value.shape}) does not require grad, so it has no graph "
             "to differentiate: it was computed under mg.no_grad(), from detached tensors, or "
             "from tensors created without requires_grad=True")
-    value = output._value
     if grad is None:
         if value.size != 1:
             raise RuntimeError(
@@ -156,22 +187,22 @@ def checked_seed(output, grad, op):
     if shape_of(grad) != value.shape:
         raise ValueError(f"{op}: the gradient given has shape {shape_of(grad)} but the output "
                          f"has shape {value.shape}; they must be equal")
-    if isinstance(grad, Node):
+    if isinstance(grad, _core.Tensor):
         return grad
     grad = np.asarray(grad)
     if grad.dtype.kind not in "fiu":
         raise TypeError(f"{op}: the gradient given has dtype {grad.dtype}; pass a float array")
-    return grad.astype(value.dtype, copy=False)
+    return _freeze(np.array(grad, dtype=value.dtype))  # our own copy, read-only
 
 
 def backward(output, grad=None, create_graph=False):
     """Accumulate d(output)/d(leaf) into ``leaf.grad`` for every leaf that requires grad (and
     into ``.grad`` of every node that called ``retain_grad()``), as PyTorch's ``backward``."""
     seed = checked_seed(output, grad, "backward")
-    reached = backward_pass([output], [seed], create_graph=create_graph)
+    reached = backward_pass([output.node], [seed], create_graph=create_graph)
     for node, g in reached.items():
-        if not isinstance(g, Node):  # a fresh array the caller owns, in the node's dtype
-            g = np.array(g, dtype=node._value.dtype)
+        if type(g) is not _core.Tensor:  # a fresh array the caller owns, in the node's dtype
+            g = np.array(g, dtype=node.dtype)
         node.grad = g if node.grad is None else node.grad + g
 
 

@@ -49,7 +49,7 @@ def demo(steps=6, seed=0, weight=0.9, out=None):
     total = sum(sent.values())
     eps = 1e-6
     numeric = (loss_at(weight + eps) - loss_at(weight - eps)) / (2 * eps)
-    nodes = len(backward_order([loss]))
+    nodes = len(backward_order([loss.node]))
 
     out = sys.stdout if out is None else out
     p = lambda *a: print(*a, file=out)  # noqa: E731

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import logsumexp, mean, sum as reduce_sum, exp
+from .ops import exp, logsumexp, mean, sum as reduce_sum
+from .ops.losses import softmax_cross_entropy
 from .ops._core import shape_of, value_of
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "mse", "one_hot"]
@@ -47,7 +48,8 @@ def cross_entropy(logits, targets, reduction="mean"):
     """-sum_c p_c log softmax(logits)_c over the last axis, one loss per row.
 
     ``targets`` are class indices (integers, shape ``logits.shape[:-1]``) or probabilities
-    (the shape of ``logits``). ``reduction``: "mean" over rows, "sum", or "none".
+    (the shape of ``logits``; treated as constants). ``reduction``: "mean" over rows, "sum", or
+    "none". One fused primitive (``softmax_cross_entropy``), whose gradient is softmax - p.
     """
     shape = shape_of(logits)
     targets = np.asarray(value_of(targets))
@@ -56,7 +58,11 @@ def cross_entropy(logits, targets, reduction="mean"):
             raise ValueError(f"cross_entropy: integer targets must have shape {shape[:-1]} "
                              f"(the logits' shape {shape} without the class axis), got "
                              f"{targets.shape}")
-        targets = one_hot(targets, shape[-1], dtype=np.result_type(value_of(logits)))
+        if targets.size and (targets.min() < 0 or targets.max() >= shape[-1]):
+            raise ValueError(f"cross_entropy: class indices must lie in [0, {shape[-1] - 1}], "
+                             f"got values from {targets.min()} to {targets.max()}")
+        targets = np.indices(targets.shape, sparse=True) + (targets,)  # picks each row's class
+        targets = tuple(targets)
     elif targets.dtype.kind == "f":
         if targets.shape != shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
@@ -64,8 +70,7 @@ def cross_entropy(logits, targets, reduction="mean"):
     else:
         raise TypeError(f"cross_entropy: targets must be class indices (integers) or "
                         f"probabilities (floats), got dtype {targets.dtype}")
-    losses = -reduce_sum(targets * log_softmax(logits), axis=-1)
-    return _reduce(losses, reduction, "cross_entropy")
+    return _reduce(softmax_cross_entropy(logits, targets), reduction, "cross_entropy")
 
 
 def mse(prediction, target, reduction="mean"):

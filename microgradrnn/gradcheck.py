@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Node
 from .ops import concatenate, reshape
 from .ops._core import value_of
 from .tensor import Tensor
@@ -27,7 +26,7 @@ class GradcheckError(AssertionError):
 
 
 def _float64_inputs(inputs, op):
-    inputs = (inputs,) if isinstance(inputs, (Node, np.ndarray, float, int)) else tuple(inputs)
+    inputs = (inputs,) if isinstance(inputs, (Tensor, np.ndarray, float, int)) else tuple(inputs)
     arrays = []
     for i, x in enumerate(inputs):
         array = np.asarray(value_of(x))
@@ -140,7 +139,7 @@ def gradgradcheck(f, inputs, *, eps=1e-6, rtol=1e-5, atol=1e-7, directions=3, se
 
     def gradient(*ts):
         grads = grad(f_flat(*ts), ts, grad_outputs=v, create_graph=True, allow_unused=True)
-        return tuple(g if g is not None else Tensor._constant(np.zeros(t.shape))
+        return tuple(g if g is not None else Tensor._wrap(np.zeros(t.shape), None)
                      for g, t in zip(grads, ts))
 
     kwargs = dict(eps=eps, rtol=rtol, atol=atol, directions=directions, seed=seed)

@@ -1,10 +1,14 @@
 """The graph: the node record, the recording state, and the iterative walks.
 
-Every value computed from a tensor that requires grad is recorded as a :class:`Node`:
-the primitive that made it, its inputs as an ordered tuple (so ``a + a`` is two edges), the
-arguments the primitive was called with, and the scope tags that were active. Outputs point
-to their inputs and never the other way round, so a graph lives exactly as long as its output
-is referenced: no reference cycles, nothing for the garbage collector to find.
+Every operation on a tensor that requires grad records a :class:`Node`: the primitive, its
+inputs as an ordered tuple of nodes (so ``a + a`` is two edges), what its derivative rules will
+read, and the scope tags that were active. A node points to its inputs and never the other way
+round, so a graph lives exactly as long as its output is referenced: no reference cycles,
+nothing for the garbage collector to find.
+
+A node is not its value. The value lives in the :class:`~microgradrnn.tensor.Tensor` the user
+holds; the node keeps only what its rules need (for ``tanh`` the output, for ``add`` nothing),
+so an intermediate result nobody needs is freed as soon as its Tensor is dropped.
 
 This module holds no mathematics. The walks are iterative, so a graph of a million nodes is
 walked without recursion.
@@ -15,41 +19,64 @@ import itertools
 import operator
 import os
 import sys
+from typing import NamedTuple
 
-__all__ = ["Node", "state", "backward_order", "forward_order", "nodes_leading_to", "user_frame"]
+import numpy as np
+
+__all__ = ["Node", "ArrayInfo", "state", "backward_order", "forward_order", "nodes_leading_to",
+           "user_frame"]
+
+
+class ArrayInfo(NamedTuple):
+    """What a node keeps of an input whose rules need its shape but not its values."""
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
 
 
 class Node:
-    """One recorded value: an array plus, for a computed value, how it was made.
+    """How one value that requires grad was made, or, for a leaf, that it was given.
 
-    ``parents[i]`` is the i-th input when that input is a node that requires grad, else None
-    (a constant). ``args`` holds the raw values the primitive was called with: the inputs'
-    arrays first (one per parent), then its static parameters (an axis, a shape, an index).
-    Leaves have ``primitive is None`` and no parents. ``grad`` is filled by ``backward`` on
-    leaves and on nodes that asked for it (``retains_grad``). ``serial`` numbers nodes in the
-    order they were created: a node is always created after its inputs.
+    * ``primitive``: the operation (None for a leaf: a parameter, an input);
+    * ``parents[i]``: the node of input i, or None when input i is a constant;
+    * ``saved``: the primitive's arguments as its rules read them: an input's array when they
+      read its values, its :class:`ArrayInfo` when they need only its shape, None when they never
+      look at it; then the static parameters (an axis, a shape, an index);
+    * ``out``: the output array when the rules read it, else None;
+    * ``shape``, ``dtype``: of the value; ``tags``: the scope tags; ``serial``: the creation
+      number (a node is always created after its inputs);
+    * ``grad``: filled by ``backward`` on leaves and on nodes that asked (``retains_grad``).
     """
 
-    __slots__ = ("_value", "requires_grad", "grad", "name", "primitive", "parents", "args",
-                 "tags", "retains_grad", "origin", "serial", "__weakref__")
+    __slots__ = ("primitive", "parents", "saved", "out", "shape", "dtype", "tags", "serial",
+                 "grad", "name", "retains_grad", "origin", "__weakref__")
 
-    def _init(self, value, requires_grad, primitive, parents, args, tags, name=None):
+    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, name=None):
         self.serial = next_serial()
-        self._value = value
-        self.requires_grad = requires_grad
-        self.grad = None
-        self.name = name
         self.primitive = primitive
         self.parents = parents
-        self.args = args
+        self.saved = saved
+        self.out = out
+        self.shape = shape
+        self.dtype = dtype
         self.tags = tags
+        self.grad = None
+        self.name = name
         self.retains_grad = False
         self.origin = None
 
     @property
     def is_leaf(self) -> bool:
-        """True for a value the user made (a parameter, an input, a constant), not an op result."""
+        """True for a value the user made (a parameter, an input), not an op result."""
         return self.primitive is None
+
+    def __repr__(self):
+        what = "leaf" if self.primitive is None else self.primitive.name
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Node {what}{label} {self.shape}>"
 
 
 class _RecordingState:
@@ -70,7 +97,7 @@ class _RecordingState:
 state = _RecordingState()
 
 
-next_serial = itertools.count().__next__
+next_serial = itertools.count().__next__  # one number per node, in creation order
 _serial_of = operator.attrgetter("serial")
 
 

@@ -1,7 +1,9 @@
 """``Tensor``: an array value together with the node that made it.
 
-A Tensor *is* its graph node (it extends :class:`microgradrnn.graph.Node`), so the graph costs
-one object per operation. It holds a NumPy array, float64 unless another dtype is asked for.
+A Tensor holds a NumPy array (float64 unless another dtype is asked for) and, when it requires
+grad, its :class:`~microgradrnn.graph.Node` in the graph: a leaf node for a parameter or an
+input, an op node for a computed value. The node keeps only what its derivative rules need,
+not the value, so dropping an intermediate Tensor frees its array unless a rule needs it.
 Each operator is a one-line delegation to an operation in :mod:`microgradrnn.ops`; Python
 scalars and NumPy arrays are accepted on either side and act as constants.
 
@@ -25,7 +27,7 @@ _new = object.__new__
 
 def _as_array(data, dtype, op):
     """``data`` as a new float (or requested dtype) array the tensor owns, or a clear error."""
-    if isinstance(data, Node):
+    if isinstance(data, Tensor):
         raise TypeError(f"{op}: the data is already a Tensor; a Tensor never wraps another one. "
                         "Use it directly, or t.detach() for the same values without a graph")
     if isinstance(data, (list, tuple)):
@@ -52,7 +54,7 @@ def _refuse_nested_tensors(data, op):
     stack = [(data, ())]
     while stack:
         item, path = stack.pop()
-        if isinstance(item, Node):
+        if isinstance(item, Tensor):
             where = "".join(f"[{i}]" for i in path)
             raise TypeError(f"{op}: the data holds a Tensor at {where}; converting it would cut "
                             "it from its graph. Use mg.stack([...]) to combine Tensors, or "
@@ -61,7 +63,7 @@ def _refuse_nested_tensors(data, op):
             stack.extend((sub, path + (i,)) for i, sub in enumerate(item))
 
 
-class Tensor(Node):
+class Tensor:
     """A NumPy array that records the operations applied to it.
 
     ``Tensor(data, requires_grad=False, dtype=None, name=None)``: the data is copied into a
@@ -69,29 +71,60 @@ class Tensor(Node):
     only) operations on it are recorded and ``backward`` fills its ``.grad``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_value", "node", "_name", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         value = _as_array(data, dtype, "Tensor")
-        requires_grad = bool(requires_grad)
         if requires_grad and value.dtype.kind != "f":
             raise TypeError(f"Tensor: requires_grad=True needs a float dtype, got {value.dtype}; "
                             "gradients of integer or boolean data are not defined")
-        self._init(value, requires_grad, None, (), (), None, name)
-
-    # -- how ops make results (no validation: the values come from NumPy) ------------------
-
-    @staticmethod
-    def _record(value, primitive, parents, args, tags):
-        t = _new(Tensor)
-        t._init(value, True, primitive, parents, args, tags)
-        return t
+        self._value = value
+        self.node = _leaf_node(value, name) if requires_grad else None
+        self._name = name
 
     @staticmethod
-    def _constant(value):
+    def _wrap(value, node):
+        """A Tensor around an array the library made (no copy, no checks): how ops return."""
         t = _new(Tensor)
-        t._init(value, False, None, (), (), None)
+        t._value = value
+        t.node = node
+        t._name = None
         return t
+
+    # -- the graph side ----------------------------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        """True when operations on this tensor are recorded (it has a node)."""
+        return self.node is not None
+
+    @property
+    def is_leaf(self) -> bool:
+        """True unless the tensor was computed by a recorded operation."""
+        return self.node is None or self.node.primitive is None
+
+    @property
+    def grad(self):
+        """The gradient ``backward`` accumulated here (leaves, or after ``retain_grad()``)."""
+        return None if self.node is None else self.node.grad
+
+    @grad.setter
+    def grad(self, value):
+        if self.node is not None:
+            self.node.grad = value
+        elif value is not None:
+            raise RuntimeError("grad: this tensor does not require grad, so it holds no gradient")
+
+    @property
+    def name(self):
+        """A label (parameter names appear in drawings and error messages)."""
+        return self._name if self.node is None else self.node.name
+
+    @name.setter
+    def name(self, name):
+        self._name = name
+        if self.node is not None:
+            self.node.name = name
 
     # -- the value ---------------------------------------------------------------------------
 
@@ -107,12 +140,14 @@ class Tensor(Node):
     def value(self, new):
         """Rebind a leaf to a new array (how optimizers update parameters): recorded graphs
         keep the old array, so their gradients stay right."""
-        if self.primitive is not None:
+        if not self.is_leaf:
             raise AttributeError("value: only a leaf's value can be replaced; this tensor was "
-                                 f"computed by {self.primitive.name}")
+                                 f"computed by {self.node.primitive.name}")
         new = np.asarray(value_of(new), dtype=self._value.dtype)
         new.flags.writeable = False
         self._value = new
+        if self.node is not None:
+            self.node.shape = new.shape
 
     def numpy(self) -> np.ndarray:
         """The array (read-only), without the graph."""
@@ -154,8 +189,8 @@ class Tensor(Node):
         extra = ""
         if self.name is not None:
             extra += f", name={self.name!r}"
-        if self.primitive is not None:
-            extra += f", primitive={self.primitive.name}"
+        if not self.is_leaf:
+            extra += f", primitive={self.node.primitive.name}"
         elif self.requires_grad:
             extra += ", requires_grad=True"
         body = np.array2string(self._value, separator=", ", prefix="Tensor(")
@@ -169,10 +204,10 @@ class Tensor(Node):
 
     def retain_grad(self):
         """Ask ``backward`` to also fill ``.grad`` on this intermediate result."""
-        if not self.requires_grad:
+        if self.node is None:
             raise RuntimeError("retain_grad: this tensor does not require grad, so it never "
                                "receives one")
-        self.retains_grad = True
+        self.node.retains_grad = True
         return self
 
     def zero_grad(self):
@@ -181,7 +216,7 @@ class Tensor(Node):
 
     def detach(self) -> "Tensor":
         """The same values as a constant: the graph is cut here (used by truncated BPTT)."""
-        return Tensor._constant(self._value)
+        return Tensor._wrap(self._value, None)
 
     # -- operators: each one line ------------------------------------------------------------
 
@@ -298,6 +333,11 @@ _FUNCTION_OPS = {
 }
 
 register_tensor_type(Tensor)
+
+
+def _leaf_node(value, name=None):
+    """The node of a tensor that requires grad but was not computed: a parameter, an input."""
+    return Node(None, (), (), None, value.shape, value.dtype, name=name)
 
 
 class Parameter(Tensor):

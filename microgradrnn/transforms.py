@@ -10,26 +10,26 @@ from __future__ import annotations
 import numpy as np
 
 from .autodiff import backward_pass, checked_seed, enable_grad, forward_pass, no_grad
-from .graph import Node, backward_order, forward_order
+from .graph import backward_order, forward_order
 from .ops._core import Primitive, apply, defprimitive, shape_of, value_of
-from .tensor import Tensor
+from .tensor import Tensor, _leaf_node
 
 __all__ = ["grad", "vjp", "jvp", "hvp", "gnvp", "gauss_newton", "jacobian", "hessian",
            "checkpoint"]
 
 
 def _requires_grad(x):
-    return isinstance(x, Node) and x.requires_grad
+    return isinstance(x, Tensor) and x.node is not None
 
 
 def _leaf(value):
-    leaf = Tensor._constant(value)
-    leaf.requires_grad = True
-    return leaf
+    """A new leaf that requires grad, around ``value`` (no copy)."""
+    return Tensor._wrap(value, _leaf_node(value))
 
 
 _alias = defprimitive(lambda x: x, vjp=lambda g, out, x: g, jvp=lambda x_dot, out, x: x_dot,
-                      name="input", doc="input(x) = x: one argument position of a transform")
+                      name="input", saves="-", saves_out=False,
+                      doc="input(x) = x: one argument position of a transform")
 
 
 def _trace_inputs(primals, op):
@@ -53,11 +53,11 @@ def _trace_inputs(primals, op):
 def _tensor(value, like):
     """A result as a Tensor: a recorded Tensor as is, an array as a new constant; None as zeros
     shaped like ``like``."""
-    if isinstance(value, Node):
+    if isinstance(value, Tensor):
         return value
     if value is None:
-        return Tensor._constant(np.zeros_like(like._value))
-    return Tensor._constant(np.array(value, dtype=like._value.dtype))
+        return Tensor._wrap(np.zeros_like(like._value), None)
+    return Tensor._wrap(np.array(value, dtype=like._value.dtype), None)
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=False):
@@ -67,9 +67,9 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=Fa
     to pull back). With ``create_graph=True`` the result is recorded and differentiable again.
     An input the outputs do not depend on is an error, or None with ``allow_unused=True``.
     """
-    outputs = [outputs] if isinstance(outputs, Node) else list(outputs)
-    inputs = [inputs] if isinstance(inputs, Node) else list(inputs)
-    if grad_outputs is None or isinstance(grad_outputs, (Node, np.ndarray)):
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Tensor, np.ndarray)):
         grad_outputs = [grad_outputs] * len(outputs)
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
@@ -79,10 +79,11 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=Fa
                 f"grad: input {i} (shape {shape_of(x)}) does not require grad, so no gradient "
                 "can reach it; make it with requires_grad=True or mg.Parameter")
     seeds = [checked_seed(out, g, "grad") for out, g in zip(outputs, grad_outputs)]
-    reached = backward_pass(outputs, seeds, wanted=set(inputs), create_graph=create_graph)
+    reached = backward_pass([out.node for out in outputs], seeds,
+                            wanted={x.node for x in inputs}, create_graph=create_graph)
     results = []
     for i, x in enumerate(inputs):
-        g = reached.get(x)
+        g = reached.get(x.node)
         if g is None and not allow_unused:
             label = f" ({x.name!r})" if x.name else ""
             raise RuntimeError(
@@ -103,8 +104,9 @@ def vjp(f, *primals):
             return tuple(_tensor(None, x) for x in xs)
         seed = checked_seed(out, cotangent, "vjp pullback")
         create_graph = outer or _requires_grad(cotangent)
-        reached = backward_pass([out], [seed], wanted=set(xs), create_graph=create_graph)
-        return tuple(_tensor(reached.get(x), x) for x in xs)
+        reached = backward_pass([out.node], [seed], wanted={x.node for x in xs},
+                                create_graph=create_graph)
+        return tuple(_tensor(reached.get(x.node), x) for x in xs)
 
     return (out if outer else _detached(out)), pullback
 
@@ -121,7 +123,10 @@ def _tangent_seeds(xs, tangents, op):
         if shape_of(t) != x.shape:
             raise ValueError(f"{op}: tangent {i} has shape {shape_of(t)} but its primal has "
                              f"shape {x.shape}; they must be equal")
-        seeds[x] = t if isinstance(t, Node) else np.asarray(t, dtype=x._value.dtype)
+        if not isinstance(t, Tensor):
+            t = np.array(t, dtype=x._value.dtype)  # our own copy, read-only: recorded ops
+            t.flags.writeable = False               # may keep it without copying it again
+        seeds[x.node] = t
     return seeds
 
 
@@ -137,9 +142,9 @@ def jvp(f, primals, tangents):
     differentiable = outer or any(_requires_grad(t) for t in tangents)
     out = f(*xs)
     outs = out if isinstance(out, tuple) else (out,)
-    recorded = [o for o in outs if _requires_grad(o)]
+    recorded = [o.node for o in outs if _requires_grad(o)]
     tangent_of = forward_pass(forward_order(recorded), seeds, create_graph=differentiable)
-    out_tangents = tuple(_tensor(tangent_of.get(o), o) for o in outs)
+    out_tangents = tuple(_tensor(tangent_of.get(o.node), o) for o in outs)
     if not differentiable:
         out = _detached(out)
     return out, (out_tangents if isinstance(out, tuple) else out_tangents[0])
@@ -178,22 +183,22 @@ def gauss_newton(model_fn, loss_fn, params):
     z = model_fn(*xs)
     if not _requires_grad(z):
         raise ValueError("gauss_newton: model_fn's output does not depend on the parameters")
-    model_forward = forward_order([z])
+    model_forward = forward_order([z.node])
     model_backward = model_forward[::-1]
     z_leaf = _leaf(z._value)
     (dloss_dz,) = grad(loss_fn(z_leaf), [z_leaf], create_graph=True)
-    loss_forward = forward_order([dloss_dz]) if _requires_grad(dloss_dz) else None
+    loss_forward = forward_order([dloss_dz.node]) if _requires_grad(dloss_dz) else None
 
     def product(v):
         seeds = _tangent_seeds(xs, tuple(value_of(t) for t in v), "gauss_newton")
-        jv = forward_pass(model_forward, seeds).get(z)
+        jv = forward_pass(model_forward, seeds).get(z.node)
         if jv is None or loss_forward is None:
             return tuple(_tensor(None, x) for x in xs)
-        h_jv = forward_pass(loss_forward, {z_leaf: jv}).get(dloss_dz)
+        h_jv = forward_pass(loss_forward, {z_leaf.node: jv}).get(dloss_dz.node)
         if h_jv is None:  # the loss is linear in z: H_L = 0
             return tuple(_tensor(None, x) for x in xs)
-        reached = backward_pass([z], [h_jv], order=model_backward)
-        return tuple(_tensor(reached.get(x), x) for x in xs)
+        reached = backward_pass([z.node], [h_jv], order=model_backward)
+        return tuple(_tensor(reached.get(x.node), x) for x in xs)
 
     return product
 
@@ -213,16 +218,16 @@ def jacobian(f, inputs):
     out_shape = out.shape
     jac = [np.zeros(out_shape + x.shape, dtype=x._value.dtype) for x in xs]
     if _requires_grad(out):
-        order = backward_order([out])
-        wanted = set(xs)
+        order = backward_order([out.node])
+        wanted = {x.node for x in xs}
         for k in np.ndindex(*out_shape):
             seed = np.zeros(out_shape, dtype=out._value.dtype)
             seed[k] = 1.0
-            reached = backward_pass([out], [seed], wanted=wanted, order=order)
+            reached = backward_pass([out.node], [seed], wanted=wanted, order=order)
             for j, x in zip(jac, xs):
-                if x in reached:
-                    j[k] = value_of(reached[x])
-    results = tuple(Tensor._constant(j) for j in jac)
+                if x.node in reached:
+                    j[k] = value_of(reached[x.node])
+    results = tuple(Tensor._wrap(j, None) for j in jac)
     return results[0] if single else results
 
 
@@ -250,7 +255,7 @@ _last = _Recomputation()
 def _checkpoint_forward(*args):
     *values, fn = args
     with no_grad():
-        out = fn(*(Tensor._constant(np.asarray(v)) for v in values))
+        out = fn(*(Tensor._wrap(np.asarray(v), None) for v in values))
     return value_of(out)
 
 
@@ -268,19 +273,22 @@ def _checkpoint_vjp(i, g, out, *args):
                 f"its arguments ({names}); they would get no gradient. Pass them to "
                 "checkpoint(fn, *args) as arguments")
         create_graph = outer or _requires_grad(g)
-        reached = backward_pass([recomputed], [g], wanted=set(xs), create_graph=create_graph)
-        _last.key, _last.grads = (g, args), [reached.get(x) for x in xs]
+        reached = backward_pass([recomputed.node], [g], wanted={x.node for x in xs},
+                                create_graph=create_graph)
+        _last.key, _last.grads = (g, args), [reached.get(x.node) for x in xs]
     result = _last.grads[i]
     return result if result is not None else np.zeros(shape_of(args[i]))
 
 
 def _leaves_outside(output, inputs):
-    """Leaves that require grad and reach ``output`` other than through ``inputs``."""
-    inputs = set(inputs)
-    seen, stack, strays = set(), [output], []
+    """Leaf nodes that reach the Tensor ``output`` other than through the Tensors ``inputs``."""
+    if output.node is None:
+        return []
+    inputs = {x.node for x in inputs}
+    seen, stack, strays = set(), [output.node], []
     while stack:
         node = stack.pop()
-        if node in seen or node in inputs or not _requires_grad(node):
+        if node in seen or node in inputs:
             continue
         seen.add(node)
         if node.primitive is None:
@@ -303,6 +311,7 @@ def _checkpoint_jvp(tangents, out, *args):
 
 _checkpoint = Primitive(
     "checkpoint", _checkpoint_forward, vjps=_CheckpointRules(), jvp=_checkpoint_jvp, nin=None,
+    saves_out=False,
     doc="checkpoint(fn, *args): fn's value without its graph; the VJP runs fn again")
 
 

@@ -14,7 +14,7 @@ from microgradrnn.graph import backward_order
 def test_a_plus_a_is_two_edges_and_gives_two_per_unit():
     a = mg.tensor([1.0, -2.0, 3.0], requires_grad=True)
     b = a + a
-    assert b.parents == (a, a)  # an ordered tuple: two edges, not one
+    assert b.node.parents == (a.node, a.node)  # an ordered tuple: two edges, not one
     b.sum().backward()
     np.testing.assert_array_equal(a.grad, [2.0, 2.0, 2.0])
 
@@ -91,7 +91,7 @@ def test_no_reference_cycles_an_intermediate_dies_with_its_output():
     try:
         x = mg.tensor(np.ones(4), requires_grad=True)
         hidden = (x * 2.0).tanh()
-        probe = weakref.ref(hidden)
+        probe = weakref.ref(hidden.node)
         out = (hidden * hidden).sum()
         del hidden
         assert probe() is not None  # kept alive by the output's graph
@@ -100,6 +100,21 @@ def test_no_reference_cycles_an_intermediate_dies_with_its_output():
         assert probe() is None  # freed by reference counting alone: no cycle
     finally:
         gc.enable()
+
+
+def test_the_graph_keeps_only_the_values_its_rules_read():
+    # add's rules read nothing, so the sum's array lives only as long as its Tensor; tanh's
+    # rule reads its output, so that array lives as long as the graph.
+    x = mg.tensor(np.ones(4), requires_grad=True)
+    total = x + 1.0
+    activation = total.tanh()
+    loss = (activation * 3.0).sum()
+    total_array, activation_array = weakref.ref(total.value), weakref.ref(activation.value)
+    del total, activation
+    assert total_array() is None
+    assert activation_array() is not None
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 3 * (1 - np.tanh(2.0) ** 2))
 
 
 def test_a_million_node_chain_backpropagates_without_recursion():
@@ -167,10 +182,10 @@ def test_scopes_nest_and_the_inner_key_wins():
             b = a + 1.0
         c = b * b
     d = c - 1.0
-    assert dict(a.tags) == {"module": "rnn", "t": 0}
-    assert dict(b.tags) == {"module": "rnn", "t": 1, "part": "gate"}
-    assert dict(c.tags) == {"module": "rnn", "t": 0}
-    assert d.tags is None
+    assert dict(a.node.tags) == {"module": "rnn", "t": 0}
+    assert dict(b.node.tags) == {"module": "rnn", "t": 1, "part": "gate"}
+    assert dict(c.node.tags) == {"module": "rnn", "t": 0}
+    assert d.node.tags is None
 
 
 def test_no_grad_builds_constants_and_enable_grad_turns_recording_back_on():
@@ -179,7 +194,7 @@ def test_no_grad_builds_constants_and_enable_grad_turns_recording_back_on():
         y = x * 2.0
         with mg.enable_grad():
             z = x * 2.0
-    assert not y.requires_grad and y.primitive is None
+    assert not y.requires_grad and y.node is None
     assert z.requires_grad
     with pytest.raises(RuntimeError, match="no_grad"):
         y.sum().backward()
@@ -221,7 +236,7 @@ def test_backward_order_puts_every_consumer_first():
     a = x * 2.0
     b = a + x
     c = b * a
-    order = backward_order([c])
+    order = backward_order([c.node])
     position = {node: i for i, node in enumerate(order)}
     for node in order:
         for parent in node.parents:

@@ -78,7 +78,7 @@ def test_the_documented_user_primitive_passes_every_check():
         name="softplus")
     assert check_primitive(softplus, (np.array([-3.0, 0.2, 4.0]),))
     y = softplus(mg.tensor([0.0], requires_grad=True))
-    assert y.primitive is softplus and np.isclose(y.item(), np.log(2.0))
+    assert y.node.primitive is softplus and np.isclose(y.item(), np.log(2.0))
 
 
 def test_a_two_input_user_primitive_and_its_tensor_use():

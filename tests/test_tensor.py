@@ -84,7 +84,7 @@ def test_tensor_copies_its_data():
 def test_iteration_length_and_repr():
     x = mg.tensor(np.arange(6.0).reshape(3, 2), requires_grad=True, name="x")
     rows = list(x)
-    assert len(x) == 3 and len(rows) == 3 and rows[1].primitive.name == "getitem"
+    assert len(x) == 3 and len(rows) == 3 and rows[1].node.primitive.name == "getitem"
     sum(rows).sum().backward()
     np.testing.assert_array_equal(x.grad, np.ones((3, 2)))
     assert "name='x'" in repr(x) and "requires_grad=True" in repr(x)

@@ -211,7 +211,7 @@ def test_checkpoint_gives_the_same_gradients_and_forward_tangents():
     saved = [mg.Parameter(W0), mg.tensor(h0, requires_grad=True)]
     _step(_step(plain[1], plain[0], x0), plain[0], x0).sum().backward()
     out = mg.checkpoint(_step, mg.checkpoint(_step, saved[1], saved[0], x0), saved[0], x0)
-    assert out.primitive.name == "checkpoint"
+    assert out.node.primitive.name == "checkpoint"
     out.sum().backward()
     for a, b in zip(plain, saved):
         np.testing.assert_allclose(b.grad, a.grad, rtol=1e-13)

@@ -4,7 +4,8 @@ A primitive is a NumPy forward function plus its derivative rules, declared side
 
 * one VJP rule per input, ``vjp_i(g, out, *args) -> cotangent for input i``;
 * a JVP rule, ``jvp(tangents, out, *args) -> tangent of out``, where ``tangents[i]`` is the
-  tangent of input i or None when that input is constant.
+  tangent of input i or None when that input is constant;
+* ``saves``: what the rules read of each input, so the graph keeps no more than that.
 
 ``args`` are the primitive's positional arguments: its array inputs, then its static
 parameters (an axis, a shape, an index). Rules are written with this package's own operations
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Node, state, user_frame
+from ..graph import ArrayInfo, Node, state, user_frame
 
 __all__ = ["Primitive", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of"]
 
@@ -46,14 +47,21 @@ class Primitive:
     Call it like its forward function: ``prim(x, y, *params)``. On raw arrays it is the bare
     NumPy call; with a Tensor among its inputs it returns a Tensor, recorded when an input
     requires grad.
+
+    ``saves`` has one letter per input (or one letter for all): ``"v"`` the rules read its
+    values, ``"s"`` only its shape and dtype, ``"-"`` nothing; ``saves_out`` says whether they
+    read the output. None keeps every input's value.
     """
 
-    def __init__(self, name, forward, vjps, jvp, nin, broadcasts=False, doc=None):
+    def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
+                 broadcasts=False, doc=None):
         self.name = name
         self.forward = forward
         self.vjps = vjps   # vjps[i](g, out, *args): the cotangent for input i
         self.jvp = jvp     # jvp(tangents, out, *args): the tangent of the output
         self.nin = nin     # the number of inputs; None when each call says (concatenate)
+        self.saves = saves  # None: every input's value (or the letter for all, if one given)
+        self.saves_out = saves_out
         self.broadcasts = broadcasts
         self.__doc__ = doc or forward.__doc__
 
@@ -76,7 +84,8 @@ def _sum_of_input_jvps(rules):
     return jvp
 
 
-def defprimitive(forward, vjp, jvp, *, name=None, broadcasts=False, doc=None):
+def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, broadcasts=False,
+                 doc=None):
     """Declare a primitive from its forward function and its derivative rules.
 
     ``vjp`` and ``jvp`` are one rule each for a one-input primitive, or tuples with one rule
@@ -86,11 +95,15 @@ def defprimitive(forward, vjp, jvp, *, name=None, broadcasts=False, doc=None):
             lambda x: np.logaddexp(0.0, x),
             vjp=lambda g, out, x: g * mg.sigmoid(x),          # d/dx log(1 + e^x) = sigmoid(x)
             jvp=lambda x_dot, out, x: x_dot * mg.sigmoid(x),
-            name="softplus")
+            name="softplus", saves="v", saves_out=False)
 
     Write the rules with microgradrnn operations (``mg.sigmoid``, operators, ``mg.sum``...), not
     with ``np.*`` functions: then they run on raw arrays during an ordinary backward pass and
     on Tensors under ``create_graph=True``, so the primitive supports derivatives of any order.
+
+    ``saves`` (one letter per input: ``"v"`` value, ``"s"`` shape only, ``"-"`` nothing) and
+    ``saves_out`` say what the rules read; the graph keeps only that, so intermediate results
+    can be freed. The default keeps everything, which is always right.
     Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
     """
     vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
@@ -98,20 +111,26 @@ def defprimitive(forward, vjp, jvp, *, name=None, broadcasts=False, doc=None):
     if len(vjps) != len(jvps):
         raise ValueError(f"defprimitive: {len(vjps)} VJP rules but {len(jvps)} JVP rules; "
                          "give one of each per input")
+    if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
+        raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
+                         f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
     return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
-                     nin=len(vjps), broadcasts=broadcasts, doc=doc)
+                     nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
+                     doc=doc)
 
 
 def value_of(x):
     """The raw array inside a Tensor, or ``x`` itself (for masks and shapes inside rules)."""
-    return x._value if isinstance(x, Node) else x
+    return x._value if isinstance(x, Tensor) else x
 
 
 def shape_of(x):
-    """The shape of a Tensor, an array or a scalar (inside rules, where x may be any of them)."""
-    if isinstance(x, Node):
+    """The shape of a Tensor, an array, an :class:`ArrayInfo` or a scalar."""
+    if isinstance(x, Tensor):
         return x._value.shape
-    return x.shape if isinstance(x, np.ndarray) else np.shape(x)
+    if isinstance(x, (np.ndarray, ArrayInfo)):
+        return x.shape
+    return np.shape(x)
 
 
 def _describe(args, nin):
@@ -126,13 +145,13 @@ def apply(primitive, args, nin):
     record = False
     for i in range(nin):
         a = args[i]
-        if isinstance(a, Node):
+        if isinstance(a, Tensor):
             if values is None:
                 values = list(args)
                 parents = [None] * nin
             values[i] = a._value
-            if a.requires_grad:
-                parents[i] = a
+            if a.node is not None:
+                parents[i] = a.node
                 record = True
     if values is None:  # no Tensor at all: the bare NumPy call
         return primitive.forward(*args)
@@ -145,23 +164,43 @@ def apply(primitive, args, nin):
     if state.detect_anomaly:
         _check_finite(out, primitive, values, nin)
     if not (record and state.grad_enabled):
-        return Tensor._constant(out)
+        return Tensor._wrap(out, None)
+    saves = primitive.saves
     for i in range(nin):
-        if parents[i] is None:
-            values[i] = _owned(values[i])
-        elif primitive.broadcasts and parents[i]._value.shape != out.shape:
-            parents[i] = broadcast_to(parents[i], out.shape)
-    node = Tensor._record(out, primitive, tuple(parents), tuple(values), state.tags)
+        keep = "v" if saves is None else saves[i if len(saves) > 1 else 0]
+        if parents[i] is not None and primitive.broadcasts and values[i].shape != out.shape:
+            parents[i], values[i] = _broadcast(args[i], out.shape, keep == "v")
+        if keep == "v":
+            if parents[i] is None:
+                values[i] = _owned(values[i])
+        elif keep == "s":
+            values[i] = ArrayInfo(np.shape(values[i]), np.result_type(values[i]))
+        else:
+            values[i] = None
+    node = Node(primitive, tuple(parents), tuple(values), out if primitive.saves_out else None,
+                out.shape, out.dtype, state.tags)
     if state.detect_anomaly:
         node.origin = user_frame()
-    return node
+    return Tensor._wrap(out, node)
+
+
+def _broadcast(x, shape, need_value):
+    """Record ``broadcast_to(x, shape)`` in front of an elementwise op: the node, and the
+    broadcast view when the op's rules read it (otherwise the view is not even made)."""
+    if need_value:
+        spread = broadcast_to(x, shape)
+        return spread.node, spread._value
+    node = Node(broadcast_to, (x.node,), (ArrayInfo(x.shape, x.dtype), shape), None, shape,
+                x.dtype, state.tags)
+    return node, None
 
 
 def _owned(constant):
     """A constant the graph can keep: a writable array the caller owns is copied, so that
     changing it in place later cannot change a gradient computed from this graph."""
     if type(constant) is np.ndarray and constant.flags.writeable:
-        return constant.copy()
+        constant = constant.copy()
+        constant.flags.writeable = False  # ours now: never copied again
     return constant
 
 
@@ -199,10 +238,12 @@ def check_cotangent(value, node, input_index):
     origin = node.origin
     made = (f"the op was created at {_format_frame(origin)}" if origin is not None
             else "the op was created outside detect_anomaly(), so its line is unknown")
+    shapes = ", ".join(str(p.shape if p is not None else shape_of(a))
+                       for p, a in zip(node.parents, node.saved))
     raise AnomalyError(
         f"detect_anomaly: the VJP of {node.primitive.name} produced a non-finite cotangent "
-        f"for input {input_index}; input shapes "
-        f"{_describe(node.args, len(node.parents))}; scope tags {dict(node.tags or {})}; {made}")
+        f"for input {input_index}; input shapes {shapes}; scope tags {dict(node.tags or {})}; "
+        f"{made}")
 
 
 def _unbroadcast(g, shape):
@@ -222,5 +263,6 @@ broadcast_to = Primitive(
     lambda x, shape: np.broadcast_to(x, shape),
     vjps=(lambda g, out, x, shape: _unbroadcast(g, shape_of(x)),),
     jvp=lambda tangents, out, x, shape: broadcast_to(tangents[0], shape), nin=1,
+    saves="s", saves_out=False,
     doc="broadcast_to(x, shape): numpy broadcasting made explicit; its VJP sums the copies "
         "(the single place where broadcasting is undone).")

@@ -15,7 +15,7 @@ __all__ = ["add", "sub", "mul", "div", "pow", "exp", "log", "tanh", "sigmoid", "
            "minimum", "where", "neg", "relu", "abs", "sqrt", "clip"]
 
 add = defprimitive(
-    np.add, name="add", broadcasts=True, doc="add(x, y) = x + y",
+    np.add, name="add", broadcasts=True, saves="--", saves_out=False, doc="add(x, y) = x + y",
     vjp=(lambda g, out, x, y: g,
          lambda g, out, x, y: g),
     jvp=(lambda x_dot, out, x, y: x_dot,
@@ -24,21 +24,24 @@ add = defprimitive(
 # sub and div are primitives rather than x + (-y) and x * y**-1: one node instead of two for
 # the most common binary operations, and div keeps NumPy's correctly rounded quotient.
 sub = defprimitive(
-    np.subtract, name="sub", broadcasts=True, doc="sub(x, y) = x - y",
+    np.subtract, name="sub", broadcasts=True, saves="--", saves_out=False,
+    doc="sub(x, y) = x - y",
     vjp=(lambda g, out, x, y: g,
          lambda g, out, x, y: -g),
     jvp=(lambda x_dot, out, x, y: x_dot,
          lambda y_dot, out, x, y: -y_dot))
 
 mul = defprimitive(
-    np.multiply, name="mul", broadcasts=True, doc="mul(x, y) = x * y",
+    np.multiply, name="mul", broadcasts=True, saves="vv", saves_out=False,
+    doc="mul(x, y) = x * y",
     vjp=(lambda g, out, x, y: g * y,
          lambda g, out, x, y: g * x),
     jvp=(lambda x_dot, out, x, y: x_dot * y,
          lambda y_dot, out, x, y: x * y_dot))
 
 div = defprimitive(
-    np.divide, name="div", broadcasts=True, doc="div(x, y) = x / y;  d/dy = -x / y^2 = -out / y",
+    np.divide, name="div", broadcasts=True, saves="-v",
+    doc="div(x, y) = x / y;  d/dy = -x / y^2 = -out / y",
     vjp=(lambda g, out, x, y: g / y,
          lambda g, out, x, y: -g * out / y),
     jvp=(lambda x_dot, out, x, y: x_dot / y,
@@ -61,7 +64,7 @@ def _power_slope(x, y):
 
 
 pow = defprimitive(
-    np.power, name="pow", broadcasts=True,
+    np.power, name="pow", broadcasts=True, saves="vv",
     doc="pow(x, y) = x^y;  d/dx = y x^(y-1),  d/dy = x^y log x",
     vjp=(lambda g, out, x, y: g * _power_slope(x, y),
          lambda g, out, x, y: g * out * _log_base(x)),
@@ -69,19 +72,19 @@ pow = defprimitive(
          lambda y_dot, out, x, y: y_dot * out * _log_base(x)))
 
 exp = defprimitive(
-    np.exp, name="exp", doc="exp(x);  d/dx = exp(x) = out",
+    np.exp, name="exp", saves="-", doc="exp(x);  d/dx = exp(x) = out",
     vjp=lambda g, out, x: g * out,
     jvp=lambda x_dot, out, x: x_dot * out)
 
 log = defprimitive(
-    np.log, name="log", doc="log(x) (natural);  d/dx = 1/x",
+    np.log, name="log", saves="v", saves_out=False, doc="log(x) (natural);  d/dx = 1/x",
     vjp=lambda g, out, x: g / x,
     jvp=lambda x_dot, out, x: x_dot / x)
 
 # tanh and sigmoid are primitives because their derivatives are cheapest from the output,
 # and every recurrent cell applies them at every step.
 tanh = defprimitive(
-    np.tanh, name="tanh", doc="tanh(x);  d/dx = 1 - tanh(x)^2 = 1 - out^2",
+    np.tanh, name="tanh", saves="-", doc="tanh(x);  d/dx = 1 - tanh(x)^2 = 1 - out^2",
     vjp=lambda g, out, x: g * (1 - out * out),
     jvp=lambda x_dot, out, x: x_dot * (1 - out * out))
 
@@ -93,7 +96,7 @@ def _sigmoid(x):
 
 
 sigmoid = defprimitive(
-    _sigmoid, name="sigmoid", doc="sigmoid(x) = 1 / (1 + e^-x);  d/dx = out (1 - out)",
+    _sigmoid, name="sigmoid", saves="-", doc="sigmoid(x) = 1 / (1 + e^-x);  d/dx = out (1 - out)",
     vjp=lambda g, out, x: g * out * (1 - out),
     jvp=lambda x_dot, out, x: x_dot * out * (1 - out))
 
@@ -106,7 +109,7 @@ def _wins(x, y, better):
 
 def _elementwise_extremum(name, choose, better):
     return defprimitive(
-        choose, name=name, broadcasts=True,
+        choose, name=name, broadcasts=True, saves="vv", saves_out=False,
         doc=f"{name}(x, y), elementwise; on a tie each input receives half of the gradient",
         vjp=(lambda g, out, x, y: g * _wins(x, y, better),
              lambda g, out, x, y: g * _wins(y, x, better)),
@@ -120,6 +123,7 @@ minimum = _elementwise_extremum("minimum", np.minimum, np.less)
 # The condition is a static parameter (it is not differentiable), so it comes last.
 _select = defprimitive(
     lambda x, y, condition: np.where(condition, x, y), name="where", broadcasts=True,
+    saves="--", saves_out=False,
     doc="where(condition, x, y): x where the condition holds, else y",
     vjp=(lambda g, out, x, y, condition: _select(g, 0.0, condition),
          lambda g, out, x, y, condition: _select(0.0, g, condition)),

@@ -22,7 +22,7 @@ def _t(a):
 
 
 _matmul = defprimitive(
-    np.matmul, name="matmul", doc="matmul(x, y) = x @ y;  dx = g @ y^T,  dy = x^T @ g",
+    np.matmul, name="matmul", saves="vv", saves_out=False, doc="matmul(x, y) = x @ y;  dx = g @ y^T,  dy = x^T @ g",
     vjp=(lambda g, out, x, y: g @ _t(y),
          lambda g, out, x, y: _t(x) @ g),
     jvp=(lambda x_dot, out, x, y: x_dot @ y,

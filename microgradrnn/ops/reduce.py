@@ -52,6 +52,7 @@ def _sum_vjp(g, out, x, axes, keepdims):
 
 _sum = defprimitive(
     lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims), name="sum",
+    saves="s", saves_out=False,
     doc="sum(x, axis);  the VJP copies g back to every summed position",
     vjp=_sum_vjp,
     jvp=lambda x_dot, out, x, axes, keepdims: _sum(x_dot, axes, keepdims))
@@ -66,7 +67,7 @@ def _share_of_extremum(x, out, axes, keepdims):
 
 def _extremum(name, reduce):
     return defprimitive(
-        lambda x, axes, keepdims: reduce(x, axis=axes, keepdims=keepdims), name=name,
+        lambda x, axes, keepdims: reduce(x, axis=axes, keepdims=keepdims), name=name, saves="v",
         doc=f"{name}(x, axis); ties share the gradient equally (each of k tied entries gets 1/k)",
         vjp=lambda g, out, x, axes, keepdims: (
             _keep(g, shape_of(x), axes, keepdims) * _share_of_extremum(x, out, axes, keepdims)),
@@ -95,7 +96,7 @@ def _softmax_weights(x, out, axes, keepdims):
 # logsumexp is a primitive for stability and speed: one node, computed with the max shift,
 # whose derivative is the softmax.
 _lse = defprimitive(
-    _logsumexp, name="logsumexp",
+    _logsumexp, name="logsumexp", saves="v",
     doc="logsumexp(x, axis) = log sum exp(x);  d/dx = softmax(x) = exp(x - out)",
     vjp=lambda g, out, x, axes, keepdims: (
         _keep(g, shape_of(x), axes, keepdims) * _softmax_weights(x, out, axes, keepdims)),

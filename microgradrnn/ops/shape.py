@@ -12,7 +12,6 @@ import operator
 
 import numpy as np
 
-from ..graph import Node
 from ._core import Primitive, apply, broadcast_to, defprimitive, shape_of, value_of
 from .reduce import normalize_axes
 
@@ -20,7 +19,8 @@ __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "s
            "getitem", "scatter_add", "concatenate", "stack", "split"]
 
 _reshape = defprimitive(
-    lambda x, shape: np.reshape(x, shape), name="reshape", doc="reshape(x, shape)",
+    lambda x, shape: np.reshape(x, shape), name="reshape", saves="s", saves_out=False,
+    doc="reshape(x, shape)",
     vjp=lambda g, out, x, shape: _reshape(g, shape_of(x)),
     jvp=lambda x_dot, out, x, shape: _reshape(x_dot, shape))
 
@@ -50,7 +50,7 @@ def _resolve_shape(shape, old):
 
 
 _transpose = defprimitive(
-    lambda x, axes: np.transpose(x, axes), name="transpose",
+    lambda x, axes: np.transpose(x, axes), name="transpose", saves="-", saves_out=False,
     doc="transpose(x, axes): permute the axes; the VJP applies the inverse permutation",
     vjp=lambda g, out, x, axes: _transpose(g, tuple(np.argsort(axes))),
     jvp=lambda x_dot, out, x, axes: _transpose(x_dot, axes))
@@ -118,13 +118,13 @@ def _scatter_add(g, index, shape):
 
 
 _getitem = defprimitive(
-    lambda x, index: x[index], name="getitem",
+    lambda x, index: x[index], name="getitem", saves="s", saves_out=False,
     doc="x[index]: slices, ints, integer arrays, boolean masks; the VJP is scatter_add",
     vjp=lambda g, out, x, index: scatter_add(g, index, shape_of(x)),
     jvp=lambda x_dot, out, x, index: _getitem(x_dot, index))
 
 scatter_add = defprimitive(
-    _scatter_add, name="scatter_add",
+    _scatter_add, name="scatter_add", saves="-", saves_out=False,
     doc="scatter_add(g, index, shape): zeros of ``shape`` with g added at ``index`` "
         "(repeated indices add); the adjoint of indexing, whose VJP is indexing",
     vjp=lambda g, out, values, index, shape: _getitem(g, index),
@@ -137,8 +137,7 @@ def _normalize_index(index, shape):
     parts = index if isinstance(index, tuple) else (index,)
     result = []
     for part in parts:
-        if isinstance(part, Node):
-            part = part._value
+        part = value_of(part)
         if isinstance(part, (list, np.ndarray)):
             part = np.asarray(part)
             if part.dtype == np.bool_:
@@ -183,14 +182,15 @@ def _concatenate_jvp(tangents, out, *args):
     *xs, axis, bounds = args
     if all(t is None for t in tangents):
         return None
-    parts = [t if t is not None else np.zeros(shape_of(x), dtype=value_of(out).dtype)
+    dtype = next(np.result_type(value_of(t)) for t in tangents if t is not None)
+    parts = [t if t is not None else np.zeros(shape_of(x), dtype=dtype)
              for t, x in zip(tangents, xs)]
     return apply(concatenate_primitive, (*parts, axis, bounds), len(parts))
 
 
 concatenate_primitive = Primitive(
     "concatenate", _concatenate, vjps=_PerInput(_concatenate_vjp), jvp=_concatenate_jvp,
-    nin=None,
+    nin=None, saves="s", saves_out=False,
     doc="concatenate(x_0, ..., x_n-1, axis, bounds): join along an axis; the VJP of input i "
         "is the slice bounds[i]:bounds[i+1] of g")
 
