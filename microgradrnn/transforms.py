@@ -253,29 +253,37 @@ _last = _Recomputation()
 
 
 def _checkpoint_forward(*args):
-    *values, fn = args
+    *values, fn, params = args
     with no_grad():
-        out = fn(*(Tensor._wrap(np.asarray(v), None) for v in values))
+        out = fn(*(Tensor._wrap(np.asarray(v), None) for v in values[:len(values) - len(params)]))
     return value_of(out)
+
+
+def _recompute(args):
+    """Run the checkpointed function again, recording: (output, traced inputs, params,
+    whether the result must stay differentiable)."""
+    *values, fn, params = args
+    with enable_grad():
+        xs, outer = _trace_inputs(values[:len(values) - len(params)], "checkpoint")
+        out = fn(*xs)
+    strays = _leaves_outside(out, [*xs, *params])
+    if strays:
+        names = ", ".join(f"{n.name or 'unnamed'} {n.shape}" for n in strays)
+        raise RuntimeError(
+            f"checkpoint: the function uses tensors that require grad but are neither among "
+            f"its arguments nor in params= ({names}); they would get no gradient. Pass them as "
+            "arguments, or list the parameters it closes over: checkpoint(fn, *args, "
+            "params=model.parameters())")
+    return out, xs, params, outer
 
 
 def _checkpoint_vjp(i, g, out, *args):
     if _last.key is None or _last.key[0] is not g or _last.key[1] is not args:
-        *values, fn = args
-        with enable_grad():
-            xs, outer = _trace_inputs(values, "checkpoint")
-            recomputed = fn(*xs)
-        strays = _leaves_outside(recomputed, xs)
-        if strays:
-            names = ", ".join(f"{n.name or 'unnamed'} {n.shape}" for n in strays)
-            raise RuntimeError(
-                f"checkpoint: the function uses tensors that require grad but are not among "
-                f"its arguments ({names}); they would get no gradient. Pass them to "
-                "checkpoint(fn, *args) as arguments")
-        create_graph = outer or _requires_grad(g)
-        reached = backward_pass([recomputed.node], [g], wanted={x.node for x in xs},
-                                create_graph=create_graph)
-        _last.key, _last.grads = (g, args), [reached.get(x.node) for x in xs]
+        recomputed, xs, params, outer = _recompute(args)
+        inputs = [*xs, *params]
+        reached = backward_pass([recomputed.node], [g], wanted={x.node for x in inputs},
+                                create_graph=outer or _requires_grad(g))
+        _last.key, _last.grads = (g, args), [reached.get(x.node) for x in inputs]
     result = _last.grads[i]
     return result if result is not None else np.zeros(shape_of(args[i]))
 
@@ -303,10 +311,11 @@ class _CheckpointRules:
 
 
 def _checkpoint_jvp(tangents, out, *args):
-    *values, fn = args
-    tangents = [t if t is not None else np.zeros(shape_of(v)) for t, v in zip(tangents, values)]
-    with enable_grad():
-        return jvp(fn, values, tangents)[1]
+    recomputed, xs, params, outer = _recompute(args)
+    seeds = {x.node: t for x, t in zip([*xs, *params], tangents) if t is not None}
+    differentiable = outer or any(_requires_grad(t) for t in tangents)
+    order = forward_order([recomputed.node])
+    return forward_pass(order, seeds, create_graph=differentiable).get(recomputed.node)
 
 
 _checkpoint = Primitive(
@@ -315,11 +324,18 @@ _checkpoint = Primitive(
     doc="checkpoint(fn, *args): fn's value without its graph; the VJP runs fn again")
 
 
-def checkpoint(fn, *args):
+def checkpoint(fn, *args, params=()):
     """``fn(*args)`` without storing its graph: the backward pass runs ``fn`` again and
     differentiates the recomputed graph (memory for time; Chen et al. 2016).
 
-    Every tensor that ``fn`` should differentiate must be passed in ``args``; a closed-over
-    tensor that requires grad is reported in the backward pass.
+    Every tensor ``fn`` should differentiate must be one of ``args`` or, for parameters it
+    closes over (a model's weights), listed in ``params``; any other closed-over tensor that
+    requires grad is reported in the backward pass. The parameters must not change between
+    the forward and the backward pass (they are read again when ``fn`` reruns).
     """
-    return apply(_checkpoint, (*args, fn), len(args))
+    params = tuple(params)
+    for p in params:
+        if not (_requires_grad(p) and p.is_leaf):
+            raise TypeError("checkpoint: params must be leaf tensors that require grad "
+                            "(parameters)")
+    return apply(_checkpoint, (*args, *params, fn, params), len(args) + len(params))
