@@ -6,7 +6,7 @@ time step, and its gradient is the sum of what those consumers send it.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import bptt, diagnostics, functional, nn, ops, optim
+from . import bptt, diagnostics, functional, nn, ops, optim, tasks
 from .nn import load, save
 from .autodiff import (EdgeGrad, detect_anomaly, enable_grad, is_grad_enabled, no_grad,
                        record_edge_grads, scope)

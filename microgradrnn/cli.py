@@ -79,6 +79,24 @@ def demo(steps=6, seed=0, weight=0.9, out=None):
     return total, w.grad.item(), numeric
 
 
+def vanishing(radii, hidden_size, steps, cell, linear, seed, out_path, out=None):
+    """Print gradient norms by lag for several spectral radii of W_hh, and save the plot."""
+    from .diagnostics import format_table, plot_vanishing, vanishing_table
+
+    out = sys.stdout if out is None else out
+    table = vanishing_table(tuple(radii), hidden_size=hidden_size, steps=steps, cell=cell,
+                            linear=linear, seed=seed)
+    kind = "linear RNN" if linear else f"{cell.upper()} cell"
+    print(f"||dL/dh_t|| for a loss at the last step, by lag T - t ({kind}, H = {hidden_size}, "
+          f"T = {steps}, W_hh scaled to each spectral radius rho):", file=out)
+    lags = tuple(lag for lag in (0, 1, 2, 5, 10, 20, 50, 100, 200) if lag < steps)
+    print(format_table(table, lags=lags + ((steps - 1,) if steps - 1 not in lags else ())),
+          file=out)
+    plot_vanishing(table, out_path)
+    print(f"plot written to {out_path}", file=out)
+    return table
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="microgradrnn",
@@ -92,6 +110,21 @@ def build_parser():
     demo_parser.add_argument("--steps", type=int, default=6, help="time steps T (default 6)")
     demo_parser.add_argument("--seed", type=int, default=0, help="seed of the inputs x_t")
     demo_parser.add_argument("--weight", type=float, default=0.9, help="the recurrent weight w")
+
+    vanishing_parser = commands.add_parser(
+        "vanishing", help="measure how the gradient fades (or grows) with the lag, for several "
+                          "spectral radii of W_hh, and plot it")
+    vanishing_parser.add_argument("--radii", type=float, nargs="+",
+                                  default=[0.5, 0.9, 1.0, 1.1, 1.5],
+                                  help="spectral radii of W_hh (default 0.5 0.9 1.0 1.1 1.5)")
+    vanishing_parser.add_argument("--hidden", type=int, default=32, help="hidden size (32)")
+    vanishing_parser.add_argument("--steps", type=int, default=50, help="time steps T (50)")
+    vanishing_parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
+    vanishing_parser.add_argument("--linear", action="store_true",
+                                  help="a linear RNN (no tanh): gradients then explode for rho > 1")
+    vanishing_parser.add_argument("--seed", type=int, default=0)
+    vanishing_parser.add_argument("--out", default="vanishing.png",
+                                  help="where to write the plot (default vanishing.png)")
     return parser
 
 
@@ -100,6 +133,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(steps=args.steps, seed=args.seed, weight=args.weight)
+        return 0
+    if args.command == "vanishing":
+        vanishing(args.radii, args.hidden, args.steps, args.cell, args.linear, args.seed,
+                  args.out)
         return 0
     parser.print_help()
     return 0
