@@ -97,6 +97,47 @@ def vanishing(radii, hidden_size, steps, cell, linear, seed, out_path, out=None)
     return table
 
 
+def train(args, out=None):
+    """``microgradrnn train``: train on the text (min-char-rnn) or on a sequence task, print the
+    loss as it goes, and write the loss curve."""
+    import os
+
+    from .training import CharRNN, plot_curve, train_task
+
+    out = sys.stdout if out is None else out
+    os.makedirs(args.out, exist_ok=True)
+    plot_path = os.path.join(args.out, "loss_curve.png")
+    if args.task == "char":
+        k = args.seq_length if args.bptt == "full" else args.k
+        model = CharRNN(cell=args.cell, hidden_size=args.hidden or 100,
+                        seq_length=args.seq_length, k=k, lr=args.lr or 0.1, seed=args.seed)
+        print(f"char-rnn on {len(model.inputs) * args.seq_length:,} characters of the bundled "
+              f"text ({model.vocab.size} symbols), {args.cell.upper()} with "
+              f"{args.hidden or 100} hidden units, truncated BPTT k = {k}; the smooth loss "
+              f"starts at {args.seq_length} ln V = {model.smooth_loss:.2f}", file=out)
+        history = model.train(args.iterations, sample_every=args.sample_every,
+                              progress=not args.quiet)
+        print(f"after {model.iteration} iterations the smooth loss is {model.smooth_loss:.3f}",
+              file=out)
+        print("sample:\n" + model.sample(200), file=out)
+        plot_curve(history, plot_path, title="char-rnn: smooth loss per 25-character chunk",
+                   ylabel="smooth loss")
+    else:
+        model, history = train_task(
+            args.task, cell=args.cell, hidden_size=args.hidden or 64, T=args.T,
+            batch_size=args.batch, iterations=args.iterations, optimizer=args.optim,
+            lr=args.lr or 1e-3, bptt=args.bptt, k=args.k, seed=args.seed,
+            progress=not args.quiet, eval_every=max(1, args.iterations // 10))
+        for it, loss, error in history:
+            if error is not None:
+                print(f"iteration {it:6d}  loss {loss:.5f}  error rate on fresh data "
+                      f"{100 * error:.1f}%", file=out)
+        plot_curve([loss for _, loss, _ in history], plot_path, log=True,
+                   title=f"{args.task}: training loss", ylabel="loss")
+    print(f"loss curve written to {plot_path}", file=out)
+    return history
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="microgradrnn",
@@ -125,6 +166,34 @@ def build_parser():
     vanishing_parser.add_argument("--seed", type=int, default=0)
     vanishing_parser.add_argument("--out", default="vanishing.png",
                                   help="where to write the plot (default vanishing.png)")
+
+    from .tasks import TASKS
+    train_parser = commands.add_parser(
+        "train", help="train an RNN: on the bundled text (char, min-char-rnn) or on a "
+                      "long-term-dependency task")
+    train_parser.add_argument("--task", choices=["char", *TASKS], default="char")
+    train_parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
+    train_parser.add_argument("--bptt", choices=["full", "truncated"], default="full",
+                              help="full: through the whole chunk or sequence; truncated: the "
+                                   "state is cut every --k steps")
+    train_parser.add_argument("--k", type=int, default=5, help="truncation length (5)")
+    train_parser.add_argument("--iterations", type=int, default=1000)
+    train_parser.add_argument("--hidden", type=int, default=None,
+                              help="hidden units (char: 100, tasks: 64)")
+    train_parser.add_argument("--T", type=int, default=50, help="sequence length of a task (50)")
+    train_parser.add_argument("--batch", type=int, default=32, help="task batch size (32)")
+    train_parser.add_argument("--seq-length", type=int, default=25,
+                              help="characters per chunk for char (25)")
+    train_parser.add_argument("--optim", choices=["sgd", "adagrad", "rmsprop", "adam"],
+                              default="adam", help="optimizer for the tasks (char uses Adagrad)")
+    train_parser.add_argument("--lr", type=float, default=None,
+                              help="learning rate (char: 0.1, tasks: 0.001)")
+    train_parser.add_argument("--sample-every", type=int, default=0,
+                              help="char: print a sample every N iterations")
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_parser.add_argument("--out", default="microgradrnn-train",
+                              help="folder for the loss curve (default microgradrnn-train)")
     return parser
 
 
@@ -133,6 +202,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(steps=args.steps, seed=args.seed, weight=args.weight)
+        return 0
+    if args.command == "train":
+        train(args)
         return 0
     if args.command == "vanishing":
         vanishing(args.radii, args.hidden, args.steps, args.cell, args.linear, args.seed,

@@ -11,9 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
+ARGUMENTS = {"char_rnn.py": ["--iterations", "20", "--sample-every", "10"]}
+
+
 def run(path):
-    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, str(path), *ARGUMENTS.get(path.name, [])],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -8,6 +8,8 @@ import microgradrnn as mg
 from microgradrnn.nn import GRUCell, LSTMCell, RNN, RNNCell, RNNModel
 from microgradrnn.testing.strategies import rnn_configs
 
+from references import min_char_rnn_gradient
+
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
@@ -193,33 +195,6 @@ def test_the_engine_agrees_with_a_hand_written_bptt(config, seed, zero_h0):
     np.testing.assert_allclose(loss.item(), want_loss, rtol=1e-10)
     for got, want in zip((cell.W_xh.grad, cell.W_hh.grad, cell.b.grad, h0_t.grad), wants):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-
-
-def min_char_rnn_gradient(inputs, targets, hprev, Wxh, Whh, Why, bh, by, vocab):
-    """min-char-rnn's loss function (column-vector form), written from its equations."""
-    xs, hs, ps, loss = {}, {-1: hprev}, {}, 0.0
-    for t in range(len(inputs)):
-        xs[t] = np.zeros((vocab, 1))
-        xs[t][inputs[t]] = 1
-        hs[t] = np.tanh(Wxh @ xs[t] + Whh @ hs[t - 1] + bh)
-        ys = Why @ hs[t] + by
-        ps[t] = np.exp(ys - ys.max()) / np.sum(np.exp(ys - ys.max()))
-        loss += -np.log(ps[t][targets[t], 0])
-    grads = [np.zeros_like(a) for a in (Wxh, Whh, Why, bh, by)]
-    dWxh, dWhh, dWhy, dbh, dby = grads
-    dhnext = np.zeros_like(hprev)
-    for t in reversed(range(len(inputs))):
-        dy = ps[t].copy()
-        dy[targets[t]] -= 1
-        dWhy += dy @ hs[t].T
-        dby += dy
-        dh = Why.T @ dy + dhnext
-        dhraw = (1 - hs[t] ** 2) * dh
-        dbh += dhraw
-        dWxh += dhraw @ xs[t].T
-        dWhh += dhraw @ hs[t - 1].T
-        dhnext = Whh.T @ dhraw
-    return loss, grads
 
 
 def test_the_min_char_rnn_configuration_agrees_with_its_hand_written_gradient():
