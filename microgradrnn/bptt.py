@@ -19,12 +19,47 @@ from .ops import concatenate, reshape, split
 from .ops._core import value_of
 from .transforms import checkpoint, grad
 
-__all__ = ["Contributions", "contributions", "TruncatedBPTT", "checkpointed_loss"]
+__all__ = ["sequence_loss", "Contributions", "contributions", "TruncatedBPTT",
+           "checkpointed_loss"]
 
 # Linear maps with one input that only move entries: a parameter passed through one of these
 # outside the time loop is still "the same weight" at every step, so its per-step gradient can
 # be pulled back through the map.
 _VIEWS = {"reshape", "transpose", "getitem", "broadcast_to", "input"}
+
+
+def sequence_loss(outputs, targets, loss_fn, steps="all", reduction="sum"):
+    """The loss of a sequence of outputs: ``loss_fn(outputs[t], targets[t])`` at the chosen
+    steps, summed or averaged over them.
+
+    ``steps``: ``"all"``, ``"last"``, or a boolean mask of length T (the subset where the loss
+    is taken). ``reduction``: ``"sum"`` or ``"mean"`` over those steps. The two differ by the
+    factor 1/n, which plain SGD absorbs in its learning rate (the mean with rate n lr makes
+    the same update as the sum with rate lr); adaptive optimizers (Adagrad, RMSprop, Adam)
+    largely cancel the factor instead, and a clipping threshold means a different thing for
+    each, so there the choice matters.
+    """
+    T = len(outputs)
+    if isinstance(steps, str):
+        if steps not in ("all", "last"):
+            raise ValueError(f"sequence_loss: steps must be 'all', 'last' or a mask, "
+                             f"got {steps!r}")
+        chosen = list(range(T)) if steps == "all" else [T - 1]
+    else:
+        mask = np.asarray(steps, dtype=bool)
+        if mask.shape != (T,):
+            raise ValueError(f"sequence_loss: the mask has shape {mask.shape}; it needs one "
+                             f"entry per step, ({T},)")
+        chosen = [t for t in range(T) if mask[t]]
+    if not chosen:
+        raise ValueError("sequence_loss: no step is selected")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"sequence_loss: reduction must be 'sum' or 'mean', got {reduction!r}")
+    total = None
+    for t in chosen:
+        loss = loss_fn(outputs[t], targets[t])
+        total = loss if total is None else total + loss
+    return total if reduction == "sum" else total * (1.0 / len(chosen))
 
 
 class Contributions(NamedTuple):

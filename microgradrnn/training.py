@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .autodiff import no_grad
-from .bptt import TruncatedBPTT
+from .bptt import TruncatedBPTT, sequence_loss
 from .functional import cross_entropy, mse, softmax
 from .nn import GRUCell, Linear, LSTMCell, RNNCell, RNNModel, load, save
 from .ops._core import value_of
@@ -167,13 +167,11 @@ def _task_loss(outputs, targets):
     """The loss the targets' shape asks for: the last output for a per-sequence target, every
     output for a per-step target; cross-entropy for classes, squared error for values."""
     targets = np.asarray(targets)
-    if targets.dtype.kind in "iu":
-        if targets.ndim == 1:
-            return cross_entropy(outputs[-1], targets)
-        return sum(cross_entropy(o, y) for o, y in zip(outputs, targets)) * (1 / len(targets))
-    if targets.ndim == 2:
-        return mse(outputs[-1], targets)
-    return sum(mse(o, y) for o, y in zip(outputs, targets)) * (1 / len(targets))
+    classes = targets.dtype.kind in "iu"
+    loss_fn = cross_entropy if classes else mse
+    if targets.ndim == (1 if classes else 2):  # one target per sequence
+        return loss_fn(outputs[-1], targets)
+    return sequence_loss(outputs, targets, loss_fn, reduction="mean")
 
 
 def _predictions(outputs, targets):

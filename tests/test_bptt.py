@@ -109,20 +109,35 @@ def test_an_operation_outside_the_loop_that_is_not_a_view_is_refused():
         contributions(h.sum(), W)
 
 
-def test_sgd_on_the_mean_with_T_times_the_rate_makes_the_sum_s_update():
+@pytest.mark.parametrize("steps", ["all", "last", [True, False, True, True, False, False, True]])
+def test_sgd_on_the_mean_with_n_times_the_rate_makes_the_sum_s_update(steps):
     rng = np.random.default_rng(2)
     T, lr = 7, 0.05
-    xs = rng.normal(size=(T, 2, 3))
+    xs, ys = rng.normal(size=(T, 2, 3)), rng.normal(size=(T, 2, 4))
+    n = T if steps == "all" else 1 if steps == "last" else sum(steps)  # steps in the loss
     updates = []
-    for reduce, rate in (("sum", lr), ("mean", lr * T)):
+    for reduction, rate in (("sum", lr), ("mean", lr * n)):
         cell = RNNCell(3, 4, seed=8)
         hs, _ = RNN(cell)(xs)
-        losses = [(h * h).sum() for h in hs]
-        loss = sum(losses) if reduce == "sum" else sum(losses) * (1.0 / T)
+        loss = mg.bptt.sequence_loss(hs, ys, _mse, steps=steps, reduction=reduction)
         loss.backward()
-        updates.append([p.value - rate * p.grad for p in cell.parameters()])
+        optimizer = mg.optim.SGD(cell.parameters(), lr=rate)
+        optimizer.step()
+        updates.append([p.value for p in cell.parameters()])
     for a, b in zip(*updates):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_sequence_loss_picks_the_steps_it_is_told():
+    outputs = [mg.tensor([float(t)], requires_grad=True) for t in range(4)]
+    ones = np.ones((4, 1))
+    assert mg.bptt.sequence_loss(outputs, ones, lambda o, y: o.sum()).item() == 6.0
+    assert mg.bptt.sequence_loss(outputs, ones, lambda o, y: o.sum(), steps="last").item() == 3.0
+    masked = mg.bptt.sequence_loss(outputs, ones, lambda o, y: o.sum(),
+                                   steps=[True, False, True, False], reduction="mean")
+    assert masked.item() == 1.0
+    with pytest.raises(ValueError, match="one entry per step"):
+        mg.bptt.sequence_loss(outputs, ones, lambda o, y: o.sum(), steps=[True])
 
 
 # -- truncated BPTT ----------------------------------------------------------------------------
