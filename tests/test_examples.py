@@ -40,3 +40,12 @@ def test_higher_order_example_agrees_with_the_closed_forms():
     numbers = [np.array(re.findall(r"-?\d+\.\d+", line), dtype=float) for line in lines]
     np.testing.assert_allclose(numbers[0], numbers[1], rtol=1e-7)
     np.testing.assert_allclose(numbers[2], numbers[3], rtol=1e-7)
+
+
+def test_the_readme_rnn_example_splits_the_gradient_by_step():
+    readme = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", readme, re.S)[1]
+    result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 1e-12
