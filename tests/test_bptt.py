@@ -304,3 +304,18 @@ def test_checkpoint_with_closed_over_parameters():
     run(h0).sum().backward()
     for a, p in zip(saved, cell.parameters()):
         np.testing.assert_allclose(a, p.grad, rtol=1e-13)
+
+
+def test_each_checkpointed_segment_is_recomputed_once_in_the_backward_pass():
+    runs = []
+    cell = RNNCell(2, 3, seed=14)
+
+    def segment(h):
+        runs.append(1)
+        return cell(np.ones((1, 2)), h)
+
+    h0 = mg.tensor(np.ones((1, 3)), requires_grad=True)
+    out = mg.checkpoint(segment, h0, params=cell.parameters())  # 4 inputs: h and 3 weights
+    assert len(runs) == 1
+    out.sum().backward()
+    assert len(runs) == 2  # the forward run and one recomputation for all four cotangents
