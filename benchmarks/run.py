@@ -3,7 +3,11 @@
 Sections (all by default): --ops (per-op overhead), --chain (1,000,000-node chain: time per
 node and memory), --rnn (hvp / gnvp / Gauss-Newton on an RNN, as ratios to one gradient),
 --bptt (the RNN gradient against hand-written NumPy), --autograd (HIPS autograd's ratios on the
-same RNN, when it is installed). Every ratio is against a reference timed in the same run.
+same RNN, when it is installed), --charstep (an mg.nn char-RNN step at three sizes against
+hand-written NumPy BPTT, and where the extra time goes), --tbptt-memory (truncated BPTT streamed
+over 1,000 to 100,000 steps: peak memory must stay flat), --checkpointing (checkpointed_loss
+against plain BPTT over 10,000 steps: memory and time). Every ratio is against a reference
+timed in the same run.
 
 Results are printed and written as JSON to benchmarks/results/ (``latest.json`` and a
 timestamped copy). Exit status: 1 when a correctness check fails; with --strict, also when a
@@ -46,7 +50,8 @@ _set_blas_threads(sys.argv[1:])
 
 import _common  # noqa: E402
 
-SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd")
+SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
+            "checkpointing")
 
 
 def main(argv=None):
@@ -60,6 +65,12 @@ def main(argv=None):
                         help="length of the chain (default 1,000,000; 100,000 with --quick)")
     parser.add_argument("--chain-runs", type=int, default=None,
                         help="fresh processes per chain (default 3; 1 with --quick)")
+    parser.add_argument("--tbptt-lengths", default=None,
+                        help="stream lengths of --tbptt-memory, comma-separated (default "
+                             "1000,10000,100000; 1000,10000 with --quick)")
+    parser.add_argument("--ckpt-steps", type=int, default=None,
+                        help="sequence length of --checkpointing (default 10,000; 2,000 with "
+                             "--quick)")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="BLAS threads (default 1, or what OPENBLAS_NUM_THREADS / "
                              "OMP_NUM_THREADS / MKL_NUM_THREADS say)")
@@ -68,7 +79,10 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(HERE, "results"),
                         help="directory for the JSON results (default benchmarks/results)")
     args = parser.parse_args(argv)
-    chosen = [name for name in SECTIONS if getattr(args, name)] or list(SECTIONS)
+    chosen = [name for name in SECTIONS if getattr(args, name.replace("-", "_"))] \
+        or list(SECTIONS)
+    lengths = ([int(n) for n in args.tbptt_lengths.split(",")] if args.tbptt_lengths
+               else None)
 
     info = _common.machine_info(os.path.dirname(HERE))
     print("microgradrnn benchmarks" + (" (--quick)" if args.quick else ""))
@@ -76,6 +90,7 @@ def main(argv=None):
                 "platform", "load_average", "thread_env"):
         print(f"  {key:13s} {info[key]}")
 
+    import bench_bptt
     import bench_chain
     import bench_ops
     import bench_rnn
@@ -85,6 +100,9 @@ def main(argv=None):
         "rnn": lambda: bench_rnn.run_second_order(args.quick),
         "bptt": lambda: bench_rnn.run_bptt(args.quick),
         "autograd": lambda: bench_rnn.run_autograd(args.quick),
+        "charstep": lambda: bench_bptt.run_charstep(args.quick),
+        "tbptt-memory": lambda: bench_bptt.run_tbptt_memory(args.quick, lengths),
+        "checkpointing": lambda: bench_bptt.run_checkpointing(args.quick, args.ckpt_steps),
     }
     started = time.perf_counter()
     sections = []
