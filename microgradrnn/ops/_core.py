@@ -62,6 +62,9 @@ class Primitive:
         self.nin = nin     # the number of inputs; None when each call says (concatenate)
         self.saves = saves  # None: every input's value (or the letter for all, if one given)
         self.saves_out = saves_out
+        # what to keep of each input, spelled out once (variadic primitives decide per call)
+        self.keeps = (tuple(saves) if saves and len(saves) == nin and nin
+                      else None if nin is None else tuple((saves or "v") * nin))
         self.broadcasts = broadcasts
         self.__doc__ = doc or forward.__doc__
 
@@ -140,9 +143,7 @@ def _describe(args, nin):
 def apply(primitive, args, nin):
     """Run ``primitive`` on ``args`` (the first ``nin`` are its inputs): raw in, raw out;
     Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on."""
-    values = None
-    parents = None
-    record = False
+    values = parents = None
     for i in range(nin):
         a = args[i]
         if isinstance(a, Tensor):
@@ -150,9 +151,7 @@ def apply(primitive, args, nin):
                 values = list(args)
                 parents = [None] * nin
             values[i] = a._value
-            if a.node is not None:
-                parents[i] = a.node
-                record = True
+            parents[i] = a.node
     if values is None:  # no Tensor at all: the bare NumPy call
         return primitive.forward(*args)
     try:
@@ -161,25 +160,28 @@ def apply(primitive, args, nin):
         raise _explained(error, primitive, values, nin) from error
     if type(out) is not np.ndarray:
         out = np.asarray(out)
-    if state.detect_anomaly:
+    recording = state
+    if recording.detect_anomaly:
         _check_finite(out, primitive, values, nin)
-    if not (record and state.grad_enabled):
+    if not recording.grad_enabled or parents.count(None) == nin:
         return Tensor._wrap(out, None)
-    saves = primitive.saves
+    keeps = primitive.keeps or (primitive.saves or "v") * nin
     for i in range(nin):
-        keep = "v" if saves is None else saves[i if len(saves) > 1 else 0]
-        if parents[i] is not None and primitive.broadcasts and values[i].shape != out.shape:
-            parents[i], values[i] = _broadcast(args[i], out.shape, keep == "v")
-        if keep == "v":
-            if parents[i] is None:
-                values[i] = _owned(values[i])
+        keep, value, parent = keeps[i], values[i], parents[i]
+        if parent is not None and primitive.broadcasts and value.shape != out.shape:
+            parents[i], spread = _broadcast(args[i], out.shape, keep == "v")
+            values[i] = (spread if keep == "v" else
+                         ArrayInfo(out.shape, value.dtype) if keep == "s" else None)
+        elif keep == "v":
+            values[i] = value if parent is not None else _owned(value)
         elif keep == "s":
-            values[i] = ArrayInfo(np.shape(values[i]), np.result_type(values[i]))
+            values[i] = (ArrayInfo(value.shape, value.dtype) if type(value) is np.ndarray
+                         else ArrayInfo(np.shape(value), np.result_type(value)))
         else:
             values[i] = None
     node = Node(primitive, tuple(parents), tuple(values), out if primitive.saves_out else None,
-                out.shape, out.dtype, state.tags)
-    if state.detect_anomaly:
+                out.shape, out.dtype, recording.tags)
+    if recording.detect_anomaly:
         node.origin = user_frame()
     return Tensor._wrap(out, node)
 
