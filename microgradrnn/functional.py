@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import exp, logsumexp, mean, sum as reduce_sum
-from .ops.losses import softmax_cross_entropy
+from .ops import logsumexp, mean, sum as reduce_sum
+from .ops.softmax import softmax, softmax_cross_entropy
 from .ops._core import shape_of, value_of
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "mse", "one_hot"]
@@ -16,11 +16,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 def log_softmax(x, axis=-1):
     """x - logsumexp(x): log-probabilities, stable for any logits (no exp overflows)."""
     return x - logsumexp(x, axis, keepdims=True)
-
-
-def softmax(x, axis=-1):
-    """exp(log_softmax(x)): probabilities that sum to 1 along ``axis``."""
-    return exp(log_softmax(x, axis))
 
 
 def one_hot(indices, num_classes, dtype=np.float64):

@@ -8,7 +8,7 @@ from ._core import AnomalyError, Primitive, apply, broadcast_to, defprimitive, v
 from .elementwise import (abs, add, clip, div, exp, log, maximum, minimum, mul, neg, pow, relu,
                           sigmoid, sqrt, sub, tanh, where)
 from .linalg import matmul
-from .losses import softmax_cross_entropy
+from .softmax import softmax, softmax_cross_entropy
 from .reduce import logsumexp, max, mean, min, sum
 from .shape import (concatenate, expand_dims, getitem, reshape, scatter_add, split, squeeze, stack,
                     swapaxes, transpose)
@@ -19,4 +19,4 @@ __all__ = ["AnomalyError", "Primitive", "apply", "defprimitive", "value_of",
            "sum", "mean", "max", "min", "logsumexp",
            "reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
            "getitem", "scatter_add", "concatenate", "stack", "split", "matmul",
-           "softmax_cross_entropy"]
+           "softmax", "softmax_cross_entropy"]
