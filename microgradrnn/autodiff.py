@@ -206,24 +206,33 @@ def backward(output, grad=None, create_graph=False):
         node.grad = g if node.grad is None else node.grad + g
 
 
-@contextmanager
-def _setting(name, value):
-    previous = getattr(state, name)
-    setattr(state, name, value)
-    try:
-        yield
-    finally:
-        setattr(state, name, previous)
+class _Setting:
+    """A context manager that sets one field of the recording state and restores it on exit
+    (a small class rather than a generator: RNNs enter a scope at every time step)."""
+
+    __slots__ = ("name", "value", "previous")
+
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def __enter__(self):
+        self.previous = getattr(state, self.name)
+        setattr(state, self.name, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(state, self.name, self.previous)
+        return False
 
 
 def no_grad():
     """Inside, operations are not recorded: results are constants (for evaluation, updates)."""
-    return _setting("grad_enabled", False)
+    return _Setting("grad_enabled", False)
 
 
 def enable_grad():
     """Inside, operations are recorded again (even within ``no_grad``)."""
-    return _setting("grad_enabled", True)
+    return _Setting("grad_enabled", True)
 
 
 def is_grad_enabled() -> bool:
@@ -238,14 +247,14 @@ def scope(**tags):
     """
     merged = dict(state.tags) if state.tags else {}
     merged.update(tags)
-    return _setting("tags", MappingProxyType(merged))
+    return _Setting("tags", MappingProxyType(merged))
 
 
 def detect_anomaly():
     """Inside, the first op whose forward value or backward cotangent holds a NaN or an Inf
     raises :class:`AnomalyError`, naming the op, its input shapes, its scope tags and the line
     of user code that created it. Slower: for debugging."""
-    return _setting("detect_anomaly", True)
+    return _Setting("detect_anomaly", True)
 
 
 @contextmanager
