@@ -91,6 +91,7 @@ def main(argv=None):
         print(f"  {key:13s} {info[key]}")
 
     import bench_bptt
+    import bench_charstep
     import bench_chain
     import bench_ops
     import bench_rnn
@@ -100,7 +101,7 @@ def main(argv=None):
         "rnn": lambda: bench_rnn.run_second_order(args.quick),
         "bptt": lambda: bench_rnn.run_bptt(args.quick),
         "autograd": lambda: bench_rnn.run_autograd(args.quick),
-        "charstep": lambda: bench_bptt.run_charstep(args.quick),
+        "charstep": lambda: bench_charstep.run_charstep(args.quick),
         "tbptt-memory": lambda: bench_bptt.run_tbptt_memory(args.quick, lengths),
         "checkpointing": lambda: bench_bptt.run_checkpointing(args.quick, args.ckpt_steps),
     }
