@@ -237,13 +237,7 @@ def test_a_window_as_long_as_the_sequence_is_full_bptt():
 
 def test_time_tags_are_absolute_and_the_state_is_cut_between_chunks():
     model = _stream_model("rnn", 7)
-    tags = []
-
-    class Recorder(GradientSpy):
-        def step(self):
-            super().step()
-
-    trainer = TruncatedBPTT(model, _mse, Recorder(model.parameters()), k1=3)
+    trainer = TruncatedBPTT(model, _mse, GradientSpy(model.parameters()), k1=3)
     rng = np.random.default_rng(8)
     for t in range(7):
         loss = trainer.step(rng.normal(size=(1, 2)), rng.normal(size=(1, 2)))
@@ -255,7 +249,6 @@ def test_time_tags_are_absolute_and_the_state_is_cut_between_chunks():
 
 
 def test_truncated_bptt_trains_a_model():
-    rng = np.random.default_rng(9)
     model = _stream_model("gru", 10)
     optimizer = mg.optim.SGD(model.parameters(), lr=0.05)
     trainer = TruncatedBPTT(model, _mse, optimizer, k1=5)

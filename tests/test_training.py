@@ -3,7 +3,6 @@ bit-exactly, the sequence tasks, and the commands that drive them."""
 import numpy as np
 import pytest
 
-import microgradrnn as mg
 from microgradrnn.cli import main
 from microgradrnn.training import CharRNN, train_task
 
