@@ -23,13 +23,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .graph import Node, backward_order, forward_order, nodes_leading_to, state
+from .graph import Node, backward_order, nodes_leading_to, state
 from .ops import _core
 from .ops._core import check_cotangent, shape_of
 
 __all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
-           "is_grad_enabled", "scope", "detect_anomaly", "record_edge_grads", "EdgeGrad",
-           "forward_order"]
+           "is_grad_enabled", "scope", "detect_anomaly", "record_edge_grads", "EdgeGrad"]
 
 
 class EdgeGrad(NamedTuple):

@@ -102,7 +102,10 @@ class CharRNN:
             if sample_every and self.iteration % sample_every == 0:
                 text = self.sample(sample_length)
                 message = f"iter {self.iteration}, loss {self.smooth_loss:.3f}\n----\n{text}\n----"
-                (bar.write if progress else print)(message, **({} if progress else {"file": out}))
+                if progress:
+                    bar.write(message)
+                else:
+                    print(message, file=out)
         return history
 
     def sample(self, length=200, temperature=1.0):

@@ -43,6 +43,12 @@ class _Cell(Module):
     def output(self, state):
         return state
 
+    def _load_torch_weights(self, W_in, W_hh, weight_ih, weight_hh):
+        """Our (in, gates*H) weights from PyTorch's (gates*H, in) ones: the transposes."""
+        rows = self._width
+        W_in.value = self._check_torch("weight_ih", weight_ih, (rows, self.input_size)).T.copy()
+        W_hh.value = self._check_torch("weight_hh", weight_hh, (rows, self.hidden_size)).T.copy()
+
     def _check_torch(self, name, array, shape):
         array = np.asarray(array, dtype=self._dtype)
         if array.shape != shape:
@@ -66,10 +72,8 @@ class RNNCell(_Cell):
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.RNNCell`` arrays: W_xh = weight_ih.T, W_hh = weight_hh.T,
         b = bias_ih + bias_hh."""
-        H, D = self.hidden_size, self.input_size
-        self.W_xh.value = self._check_torch("weight_ih", weight_ih, (H, D)).T.copy()
-        self.W_hh.value = self._check_torch("weight_hh", weight_hh, (H, H)).T.copy()
-        self.b.value = _bias_sum(self, bias_ih, bias_hh, (H,))
+        self._load_torch_weights(self.W_xh, self.W_hh, weight_ih, weight_hh)
+        self.b.value = _bias_sum(self, bias_ih, bias_hh, (self._width,))
 
 
 class LSTMCell(_Cell):
@@ -109,10 +113,8 @@ class LSTMCell(_Cell):
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.LSTMCell`` arrays (same gate order): W_ih = weight_ih.T,
         W_hh = weight_hh.T, b = bias_ih + bias_hh."""
-        H, D = self.hidden_size, self.input_size
-        self.W_ih.value = self._check_torch("weight_ih", weight_ih, (4 * H, D)).T.copy()
-        self.W_hh.value = self._check_torch("weight_hh", weight_hh, (4 * H, H)).T.copy()
-        self.b.value = _bias_sum(self, bias_ih, bias_hh, (4 * H,))
+        self._load_torch_weights(self.W_ih, self.W_hh, weight_ih, weight_hh)
+        self.b.value = _bias_sum(self, bias_ih, bias_hh, (self._width,))
 
 
 class GRUCell(_Cell):
@@ -145,14 +147,10 @@ class GRUCell(_Cell):
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.GRUCell`` arrays (same gate order): W_ih = weight_ih.T,
         W_hh = weight_hh.T, b_ih = bias_ih, b_hh = bias_hh."""
-        H, D = self.hidden_size, self.input_size
-        self.W_ih.value = self._check_torch("weight_ih", weight_ih, (3 * H, D)).T.copy()
-        self.W_hh.value = self._check_torch("weight_hh", weight_hh, (3 * H, H)).T.copy()
-        zeros = np.zeros(3 * H)
-        self.b_ih.value = self._check_torch("bias_ih", zeros if bias_ih is None else bias_ih,
-                                            (3 * H,))
-        self.b_hh.value = self._check_torch("bias_hh", zeros if bias_hh is None else bias_hh,
-                                            (3 * H,))
+        self._load_torch_weights(self.W_ih, self.W_hh, weight_ih, weight_hh)
+        zeros, shape = np.zeros(self._width), (self._width,)
+        self.b_ih.value = self._check_torch("bias_ih", zeros if bias_ih is None else bias_ih, shape)
+        self.b_hh.value = self._check_torch("bias_hh", zeros if bias_hh is None else bias_hh, shape)
 
 
 def _bias_sum(cell, bias_ih, bias_hh, shape):
