@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import bptt, diagnostics, functional, nn, ops, optim, tasks
 from .nn import load, save
+from .draw import draw, draw_rolled
+from .render import render
 from .autodiff import (EdgeGrad, detect_anomaly, enable_grad, is_grad_enabled, no_grad,
                        record_edge_grads, scope)
 from .gradcheck import GradcheckError, check_primitive, gradcheck, gradgradcheck, jvpcheck

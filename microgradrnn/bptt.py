@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .autodiff import no_grad, record_edge_grads
+from .autodiff import no_grad, record_edge_grads, scope
 from .graph import forward_order
 from .ops import concatenate, reshape, split
 from .ops._core import value_of
@@ -57,9 +57,17 @@ def sequence_loss(outputs, targets, loss_fn, steps="all", reduction="sum"):
         raise ValueError(f"sequence_loss: reduction must be 'sum' or 'mean', got {reduction!r}")
     total = None
     for t in chosen:
-        loss = loss_fn(outputs[t], targets[t])
-        total = loss if total is None else total + loss
+        with scope(t=_time_of(outputs[t], t)):  # the loss of step t is part of step t
+            loss = loss_fn(outputs[t], targets[t])
+            total = loss if total is None else total + loss
     return total if reduction == "sum" else total * (1.0 / len(chosen))
+
+
+def _time_of(output, default):
+    """The time tag of the node that made ``output`` (absolute under truncated BPTT)."""
+    node = getattr(output, "node", None)
+    tags = node.tags if node is not None else None
+    return tags["t"] if tags and "t" in tags else default
 
 
 class Contributions(NamedTuple):

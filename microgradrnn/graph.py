@@ -19,12 +19,13 @@ import itertools
 import operator
 import os
 import sys
+import weakref
 from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["Node", "ArrayInfo", "state", "backward_order", "forward_order", "nodes_leading_to",
-           "user_frame"]
+           "user_frame", "detached_view", "was_detached"]
 
 
 class ArrayInfo(NamedTuple):
@@ -143,6 +144,27 @@ def nodes_leading_to(order, targets) -> set:
                     leading.add(node)
                     break
     return leading
+
+
+_detached = weakref.WeakValueDictionary()  # id(array) -> array, for arrays made by detach()
+
+
+def detached_view(array):
+    """A read-only view of ``array`` marked as cut from its graph (``Tensor.detach``).
+
+    A constant leaves no node in the graph; an op that reads it keeps the array itself. The
+    mark lets a drawing tell a state cut by truncated BPTT from any other constant, and dies
+    with the view (nothing is kept alive by it).
+    """
+    view = array.view()
+    view.flags.writeable = False
+    _detached[id(view)] = view
+    return view
+
+
+def was_detached(array) -> bool:
+    """True when ``array`` is a view made by :func:`detached_view`."""
+    return _detached.get(id(array)) is array
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autodiff, ops
-from .graph import Node
+from .graph import Node, detached_view
 from .ops._core import register_tensor_type, value_of
 
 __all__ = ["Tensor", "Parameter", "tensor"]
@@ -216,7 +216,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same values as a constant: the graph is cut here (used by truncated BPTT)."""
-        return Tensor._wrap(self._value, None)
+        return Tensor._wrap(detached_view(self._value), None)
 
     # -- operators: each one line ------------------------------------------------------------
 

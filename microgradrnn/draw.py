@@ -1,0 +1,518 @@
+"""Drawing recorded graphs: ``mg.draw(output)`` returns a ``graphviz.Digraph``.
+
+The drawing reads what the engine recorded and changes nothing: each node's primitive and
+ordered parents (``a + a`` is two edges), the scope tags (one cluster per time step ``t``, in
+time order), leaf names (a Module names its parameters by attribute path, ``rnn.cell.W_hh``)
+and, when given, the gradients a backward pass sent along each edge
+(:func:`~microgradrnn.autodiff.record_edge_grads`).
+
+The picture of backpropagation through time follows from the graph itself. A leaf has no
+tags, so a shared weight is drawn once, outside the clusters, with one edge into every step
+that uses it; with edge gradients each of those edges is labelled with that step's
+contribution, whose sum is the weight's gradient. Edge colour and width follow the gradient's
+norm on a log scale, so gradients fading back in time show as fading edges.
+
+``mg.draw(model)`` draws the rolled view instead: the cell once, with its state fed back to
+itself. Where a hidden state was cut with ``detach()`` (truncated BPTT), the drawing shows the
+cut. Rendering to files is :mod:`microgradrnn.render`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+
+import graphviz
+import numpy as np
+from graphviz import quoting
+
+from .graph import forward_order, was_detached
+from .ops._core import value_of
+
+__all__ = ["draw", "draw_rolled", "Drawing", "MAX_NODES"]
+
+MAX_NODES = 2000  # the default guard: layouts of more nodes are slow and unreadable
+
+_STYLE = {  # the look of each kind of node (also the legend)
+    "parameter": dict(shape="box", style="rounded,filled", fillcolor="#cfe2f3",
+                      color="#3d85c6"),
+    "leaf": dict(shape="box", style="filled", fillcolor="#d9ead3", color="#6aa84f"),
+    "constant": dict(shape="box", style="filled", fillcolor="#f3f3f3", color="#999999",
+                     fontcolor="#555555", fontsize="10"),
+    "op": dict(shape="ellipse", style="filled", fillcolor="#ffffff", color="#444444"),
+    "output": dict(shape="doubleoctagon", style="filled", fillcolor="#fce5cd",
+                   color="#e69138"),
+    "detached": dict(shape="box", style="dashed,filled", fillcolor="#fde9e7",
+                     color="#cc0000", fontcolor="#990000"),
+    "step": dict(shape="box3d", style="filled", fillcolor="#fff2cc", color="#bf9000"),
+}
+_DESCRIBE = {
+    "parameter": "parameter (a leaf that training updates)",
+    "leaf": "leaf that requires grad (an input)",
+    "constant": "constant (no gradient)",
+    "op": "operation",
+    "output": "output",
+    "detached": "state cut by detach()",
+}
+_CUT_EDGE = dict(style="dashed", color="#cc0000", penwidth="2", arrowhead="tee",
+                 label="cut (detach)", fontcolor="#cc0000")
+_RECURRENT_EDGE = dict(style="dashed", color="#3d85c6", penwidth="2", constraint="false",
+                       fontcolor="#3d85c6")
+_SMALL = 4  # tensors with at most this many entries are summarised by their numbers
+
+
+class Drawing(graphviz.Digraph):
+    """A ``graphviz.Digraph`` that displays in Jupyter without a system Graphviz: it renders
+    through :func:`microgradrnn.render.to_svg` (``dot`` if present, else ``graphviz-pure``)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **_):
+        from .render import to_svg
+        svg = to_svg(self.source)
+        if svg is None:
+            return {"text/plain": self.source}
+        return {"image/svg+xml": svg}
+
+
+def draw(*outputs, params=None, edge_grads=None, values=False, grads=False, collapse=None,
+         max_nodes=MAX_NODES, constants=True, legend=True, title=None, rankdir="LR"):
+    """The recorded graph of ``outputs`` (Tensors), as a :class:`Drawing`.
+
+    * ``params``: a Module or Tensors: their leaves are drawn as parameters (by default every
+      named leaf is), and their values are known for ``values=True``;
+    * ``edge_grads``: what ``with mg.record_edge_grads() as rec: loss.backward()`` recorded
+      (``rec``): edges are coloured and thickened by gradient norm on a log scale, and edges
+      out of a shared parameter are labelled with the norm of what that consumer sent;
+    * ``values`` / ``grads``: summaries in the labels (the numbers of tensors of up to 4
+      entries, else norm, min and max) where the graph knows them: the outputs, ``params``,
+      op results the rules keep; ``.grad`` of leaves and retained nodes;
+    * ``collapse="step"``: each time step as one box, with the edges between steps and from
+      each parameter into each step that uses it;
+    * ``max_nodes``: above this many nodes a tagged graph is collapsed by step (with a
+      warning), an untagged one refused (``None``: no limit);
+    * ``constants``: draw the constant inputs of ops (the x_t, a target, a literal 1).
+
+    ``mg.draw(model)`` with an RNN, RNNModel or cell draws the rolled view:
+    :func:`draw_rolled`.
+    """
+    if len(outputs) == 1 and _is_module(outputs[0]):
+        return draw_rolled(outputs[0], values=values, legend=legend, title=title,
+                           rankdir=rankdir)
+    tensors = _output_tensors(outputs)
+    builder = _Builder(tensors, params, edge_grads, values, grads, constants)
+    order = builder.order
+    if collapse not in (None, "step"):
+        raise ValueError(f"draw: collapse must be None or 'step', got {collapse!r}")
+    if collapse is None and max_nodes is not None and len(order) > max_nodes:
+        if not builder.has_steps:
+            raise ValueError(
+                f"draw: the graph has {len(order)} nodes, more than max_nodes={max_nodes}, "
+                "and no time-step tags to collapse it by. Pass max_nodes=None to draw it all "
+                "(the layout may take minutes), or draw a smaller part of it.")
+        builder.collapse(max_nodes)  # raises if even the boxes are too many
+        warnings.warn(f"draw: the graph has {len(order)} nodes, more than max_nodes="
+                      f"{max_nodes}; each time step is drawn as one box. Pass max_nodes=None "
+                      "(or a larger number) to draw every node.", stacklevel=2)
+    elif collapse == "step":
+        builder.collapse(max_nodes)
+    return builder.build(title, rankdir, legend)
+
+
+def draw_rolled(model, values=False, legend=True, title=None, rankdir="LR"):
+    """The rolled view of an RNN, RNNModel or cell: one step of the cell, drawn once, with
+    the new state fed back as the next step's state (dashed blue edges), the picture a
+    textbook draws beside the unrolled one."""
+    from .autodiff import enable_grad
+    from .nn import RNN, RNNModel
+    from .tensor import tensor
+
+    cell, head, embedding = model, None, None
+    if isinstance(model, RNNModel):
+        cell, head, embedding = model.rnn.cell, model.head, model.embedding
+    elif isinstance(model, RNN):
+        cell = model.cell
+    if not hasattr(cell, "initial_state"):
+        raise TypeError(f"draw: a {type(model).__name__} has no recurrent cell to draw rolled; "
+                        "pass an RNN, RNNModel or cell, or draw an output Tensor instead")
+    state = cell.initial_state(1)
+    parts = state if isinstance(state, tuple) else (state,)
+    names = ("h", "c")[:len(parts)] if len(parts) <= 2 else [f"s{i}" for i in range(len(parts))]
+    parts = tuple(tensor(np.zeros(p.shape), requires_grad=True, name=f"{n}_(t-1)")
+                  for p, n in zip(parts, names))
+    previous = parts if isinstance(state, tuple) else parts[0]
+    if embedding is not None:
+        x = np.zeros(1, dtype=np.int64)
+    else:
+        x = tensor(np.zeros((1, cell.input_size)), requires_grad=True, name="x_t")
+    with enable_grad():
+        if embedding is not None:
+            x = embedding(x)
+        new = cell(x, previous)
+        new_parts = new if isinstance(new, tuple) else (new,)
+        outputs = list(new_parts)
+        if head is not None:
+            outputs.append(head(cell.output(new)))
+    builder = _Builder(outputs, model, None, values, False, True)
+    for n, part in zip(names, new_parts):
+        builder.output_names[part.node] = f"{n}_t"
+    if head is not None:
+        builder.output_names[outputs[-1].node] = "y_t"
+    builder.recurrent = [(new_part.node, old.node, f"{n}_t is the next step's {n}_(t-1)")
+                         for n, new_part, old in zip(names, new_parts, parts)]
+    title = title or f"{type(cell).__name__}, rolled: one step, its state fed back"
+    return builder.build(title, rankdir, legend)
+
+
+# -- the builder ---------------------------------------------------------------------------------
+
+class _Builder:
+    """Collects the nodes, clusters and edges of one drawing, then writes the Digraph."""
+
+    def __init__(self, outputs, params, edge_grads, values, grads, constants):
+        self.outputs = outputs
+        self.order = forward_order([t.node for t in outputs])  # inputs first: stable ids
+        self.ids = {node: f"n{i}" for i, node in enumerate(self.order)}
+        self.known = {t.node: t for t in outputs}
+        self.params = set()
+        for p in _param_tensors(params):
+            if p.node is not None:
+                self.params.add(p.node)
+                self.known.setdefault(p.node, p)
+        self.values, self.grads, self.constants = values, grads, constants
+        self.output_names = {}
+        self.recurrent = []
+        self.edge_grad = _edge_gradients(edge_grads)
+        self.steps = None  # collapse: {node: step box id}
+        self.has_steps = any(n.tags and "t" in n.tags for n in self.order)
+
+    # -- what each node is ---------------------------------------------------------------------
+
+    def kind(self, node):
+        if node.primitive is not None:
+            return "output" if node in self.known and node not in self.params else "op"
+        if node in self.params or (not self.params and node.name):
+            return "parameter"
+        return "leaf"
+
+    def label(self, node):
+        kind = self.kind(node)
+        if node.primitive is None:
+            lines = [node.name or "input"]
+        else:
+            lines = [node.primitive.name]
+            if node in self.output_names:
+                lines[0] += f" → {self.output_names[node]}"
+            elif kind == "output" and self.known[node].name:
+                lines[0] += f" → {self.known[node].name}"
+        lines.append(_shape_text(node.shape))
+        if self.values:
+            value = self.known[node].value if node in self.known else node.out
+            if value is not None:
+                lines.append("value " + _summary(value))
+        if self.grads and node.grad is not None:
+            lines.append("grad " + _summary(value_of(node.grad)))
+        return lines
+
+    # -- collapsing by step --------------------------------------------------------------------
+
+    def collapse(self, max_nodes):
+        """Map every tagged node to one box per time step."""
+        self.steps = {}
+        for node in self.order:
+            t = _time(node)
+            if t is not None and node.primitive is not None:
+                self.steps[node] = ("step", t)
+        drawn = len(set(self.steps.values())) + len(self.order) - len(self.steps)
+        if max_nodes is not None and drawn > max_nodes:
+            raise ValueError(
+                f"draw: even with one box per time step the drawing has {drawn} nodes, more "
+                f"than max_nodes={max_nodes}. Draw a shorter window (e.g. one truncated-BPTT "
+                "chunk, or the loss of the last steps), or pass a larger max_nodes.")
+
+    # -- writing the Digraph -------------------------------------------------------------------
+
+    def build(self, title, rankdir, legend):
+        graph = Drawing(name="microgradrnn", graph_attr=dict(
+            rankdir=rankdir, fontname="Helvetica", newrank="true", compound="true",
+            **({"label": _label([title]), "labelloc": "t", "fontsize": "16"} if title else {})),
+            node_attr=dict(fontname="Helvetica", fontsize="11"),
+            edge_attr=dict(fontname="Helvetica", fontsize="9", color="#555555"))
+        clusters = defaultdict(list)  # t -> [(id, label lines, kind)]
+        outside = []
+        constant_ids = {}
+        edges = []  # (tail id, head id, attrs)
+        shown_kinds = set()
+        boxes = {}
+
+        def place(node_id, lines, kind, home):
+            shown_kinds.add(kind)
+            (clusters[home] if home is not None else outside).append((node_id, lines, kind))
+
+        for node in self.order:
+            if self.steps is not None and node in self.steps:
+                box = self.steps[node]
+                if box not in boxes:
+                    boxes[box] = [f"t{len(boxes)}", 0]
+                boxes[box][1] += 1
+                continue
+            home = _home(node)
+            place(self.ids[node], self.label(node), self.kind(node), home)
+        for box, (box_id, count) in boxes.items():
+            place(box_id, [f"t = {box[1]}", f"{count} ops"], "step", None)
+
+        def node_id(node):
+            if self.steps is not None and node in self.steps:
+                return boxes[self.steps[node]][0]
+            return self.ids[node]
+
+        sums = {}  # collapsed edges: (tail, head) -> [gradient total per input node, uses]
+        for node in self.order:
+            if node.primitive is None:
+                continue
+            grads_in = self.edge_grad.get(node, {})
+            for i, parent in enumerate(node.parents):
+                head = node_id(node)
+                if parent is None:
+                    self._constant(node, i, head, place, constant_ids, edges)
+                    continue
+                tail = node_id(parent)
+                g = grads_in.get(i)
+                if self.steps is None:
+                    edges.append((tail, head, {}, None if g is None else _norm(g), parent))
+                elif tail != head:
+                    entry = sums.setdefault((tail, head), [{}, 0, parent])
+                    if g is not None:  # per receiving node, the sum of what it was sent
+                        entry[0][parent] = entry[0].get(parent, 0) + g
+                    entry[1] += 1
+        for (tail, head), (by_input, uses, parent) in sums.items():
+            g = None  # the norm of everything sent from one box to the other
+            if by_input:
+                g = math.sqrt(sum(_norm(v) ** 2 for v in by_input.values()))
+            attrs = {"label": f"×{uses}"} if uses > 1 and parent not in self.params else {}
+            edges.append((tail, head, attrs, g, parent))
+        scale = _GradientScale([norm for *_, norm, _ in edges if norm is not None])
+        shared = self._shared_parameters(edges)
+        self.param_like = {n for n in shared if self.kind(n) == "parameter"}
+
+        for index, home in enumerate(_sorted_homes(clusters)):
+            _cluster(graph, f"cluster_t{index}", home, clusters[home])
+        for node_id_, lines, kind in outside:
+            graph.body.append(_node_line(node_id_, lines, kind))
+        for tail, head, attrs, norm, parent in edges:
+            if parent is not None and parent in self.param_like:
+                # a weight feeds every step: let the steps, not the weight, decide the layout
+                attrs = {**attrs, "constraint": "false"}
+            if norm is not None:
+                attrs = {**attrs, **scale.style(norm)}
+                if parent in shared:  # at the arrow's head: the step it went to
+                    attrs["headlabel"] = _number(norm)
+                    attrs["labelfontcolor"] = attrs["color"]
+            graph.body.append(_edge_line(tail, head, attrs))
+        for new, old, text in self.recurrent:
+            graph.edge(self.ids[new], self.ids[old], label=_label([text]), **_RECURRENT_EDGE)
+        if legend:
+            _legend(graph, shown_kinds, scale)
+        return graph
+
+    def _constant(self, node, i, head, place, constant_ids, edges):
+        """Draw input ``i`` of ``node``, a constant: once per array the node kept (so a
+        constant used twice is one box), a cut where the array came from ``detach()``."""
+        saved = node.saved[i] if i < len(node.saved) else None
+        cut = type(saved) is np.ndarray and was_detached(saved)
+        if not (cut or (self.constants and self.steps is None)):
+            return  # a collapsed drawing shows only the cuts among the constants
+        key = id(saved) if type(saved) is np.ndarray else (node, i)
+        home = None if self.steps is not None else _home(node)
+        if key not in constant_ids:
+            constant_ids[key] = f"c{len(constant_ids)}"
+            if cut:
+                lines = ["detached state", _shape_text(saved.shape), "(earlier steps cut off)"]
+            elif type(saved) is np.ndarray and saved.size == 1:
+                lines = [_number(saved.item())]
+            else:
+                shape = getattr(saved, "shape", None)
+                lines = ["constant"] + ([_shape_text(shape)] if shape is not None else [])
+            place(constant_ids[key], lines, "detached" if cut else "constant", home)
+        edges.append((constant_ids[key], head, dict(_CUT_EDGE) if cut else {}, None, None))
+
+    def _shared_parameters(self, edges):
+        uses = defaultdict(int)
+        for *_, parent in edges:
+            if parent is not None and parent.primitive is None:
+                uses[parent] += 1
+        return {node for node, count in uses.items() if count > 1}
+
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _cluster(graph, name, t, members):
+    """One time step's box and its nodes."""
+    with graph.subgraph(name=name) as cluster:
+        cluster.attr(label=_label([f"t = {t}"]),
+                     style="rounded,filled", fillcolor="#fafafa", color="#b7b7b7",
+                     fontcolor="#666666")
+        for node_id, lines, kind in members:
+            cluster.body.append(_node_line(node_id, lines, kind))
+
+
+def _time(node):
+    return node.tags.get("t") if node.tags else None
+
+
+_home = _time  # the cluster of a node: its time step, or None (drawn outside the clusters)
+
+
+def _sorted_homes(clusters):
+    try:
+        return sorted(clusters)
+    except TypeError:  # tags of mixed types: a stable order all the same
+        return sorted(clusters, key=str)
+
+
+def _is_module(x):
+    from .nn import Module
+    return isinstance(x, Module)
+
+
+def _output_tensors(outputs):
+    from .tensor import Tensor
+
+    flat = []
+    for x in outputs:
+        flat.extend(x if isinstance(x, (list, tuple)) else [x])
+    if not flat:
+        raise TypeError("draw: give the output Tensor(s) to draw, e.g. mg.draw(loss)")
+    for x in flat:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"draw: expected Tensors (or one Module), got {type(x).__name__}")
+        if x.node is None:
+            raise ValueError(
+                "draw: this output does not require grad, so no graph was recorded for it. "
+                "Make the weights Parameters (or tensor(..., requires_grad=True)) and compute "
+                "it outside mg.no_grad()")
+    return flat
+
+
+def _param_tensors(params):
+    if params is None:
+        return []
+    if hasattr(params, "parameters") and callable(params.parameters):
+        return list(params.parameters())
+    return list(params)
+
+
+def _edge_gradients(recorded):
+    """{consumer node: {input index: gradient}} from recorded EdgeGrads. A consumer sends its
+    inputs their gradients in index order, so the k-th edge from a consumer to one input is
+    that input's k-th occurrence among the consumer's parents (``a + a``: two edges)."""
+    if recorded is None:
+        return {}
+    edges = recorded.edges if hasattr(recorded, "edges") else recorded
+    by_pair = defaultdict(list)
+    for consumer, receiver, g in edges:
+        by_pair[consumer, receiver].append(value_of(g))
+    result = {}
+    for (consumer, receiver), sent in by_pair.items():
+        slots = [i for i, parent in enumerate(consumer.parents) if parent is receiver]
+        result.setdefault(consumer, {}).update(zip(slots, sent))
+    return result
+
+
+def _norm(g):
+    g = np.asarray(g)
+    return math.sqrt(float(np.vdot(g, g))) if g.size else 0.0
+
+
+class _GradientScale:
+    """Edge colour and width from a gradient norm, on a log scale between the smallest and
+    the largest non-zero norm of the drawing (zero gradients are dotted)."""
+
+    _PALE, _STRONG = (0xd5, 0xd5, 0xd5), (0xb1, 0x0d, 0x1a)
+
+    def __init__(self, norms):
+        positive = [n for n in norms if 0 < n < math.inf]
+        self.low = min(positive) if positive else None
+        self.high = max(positive) if positive else None
+
+    def fraction(self, norm):
+        if self.low is None or self.high <= self.low:
+            return 1.0
+        return min(1.0, max(0.0, math.log(norm / self.low) / math.log(self.high / self.low)))
+
+    def style(self, norm):
+        if not norm > 0:
+            return dict(style="dotted", color="#bbbbbb", penwidth="1")
+        if norm == math.inf or norm != norm:
+            return dict(color="#7f00ff", penwidth="5")  # inf or nan: cannot be missed
+        f = self.fraction(norm)
+        rgb = (round(a + f * (b - a)) for a, b in zip(self._PALE, self._STRONG))
+        return dict(color="#%02x%02x%02x" % tuple(rgb), penwidth=f"{0.6 + 4.4 * f:.2f}")
+
+
+def _legend(graph, kinds, scale):
+    with graph.subgraph(name="cluster_legend") as legend:
+        legend.attr(label="legend", style="rounded", color="#cccccc", fontcolor="#666666")
+        previous = None
+        for kind in _DESCRIBE:
+            if kind in kinds:
+                legend.node(f"legend_{kind}", _DESCRIBE[kind], **_STYLE[kind])
+                if previous is not None:  # stack the legend's boxes
+                    legend.edge(previous, f"legend_{kind}", style="invis")
+                previous = f"legend_{kind}"
+        if scale.low is not None:
+            text = [f"edges: |gradient| on a log scale,",
+                    f"{_number(scale.low)} (thin, pale) to {_number(scale.high)} (thick, red)"]
+            legend.node("legend_gradient", _label(text), shape="plaintext")
+
+
+# Nodes and edges are written as DOT lines straight into the Digraph's ``body`` (its verbatim
+# source lines), quoted by graphviz's own functions: the same text ``Digraph.node`` and
+# ``Digraph.edge`` write, without re-quoting a kind's fixed style for every one of 10,000 nodes.
+_KIND_ATTRS = {kind: quoting.a_list(kwargs=style) for kind, style in _STYLE.items()}
+
+
+def _node_line(node_id, lines, kind):
+    return f"\t{node_id} [label={quoting.quote(_label(lines))} {_KIND_ATTRS[kind]}]\n"
+
+
+def _edge_line(tail, head, attrs):
+    """Edge attributes are this module's own words, numbers and colours; only a label (which
+    may carry a user's text) goes through graphviz's quoting."""
+    if not attrs:
+        return f"\t{tail} -> {head}\n"
+    written = " ".join(f"{key}={quoting.quote(value)}" if key == "label" else f'{key}="{value}"'
+                       for key, value in attrs.items())
+    return f"\t{tail} -> {head} [{written}]\n"
+
+
+def _shape_text(shape):
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _number(x):
+    return f"{x:.3g}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
+
+
+def _summary(value):
+    value = np.asarray(value)
+    if value.size <= _SMALL:
+        return "[" + ", ".join(_number(float(v)) for v in value.ravel()) + "]"
+    return (f"‖·‖={_number(float(np.linalg.norm(value)))} min={_number(float(value.min()))} "
+            f"max={_number(float(value.max()))}")
+
+
+def _safe(text):
+    """One line of a label as DOT text: characters that cannot print (a tab, a NUL) are
+    spelled out, and backslashes, quotes and ``<...>`` lose their DOT meaning."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return graphviz.escape(text)
+
+
+def _label(lines):
+    """A multi-line label: each line made safe, then joined with DOT's line break."""
+    parts = []
+    for line in lines:
+        parts.extend(str(line).splitlines() or [""])
+    return graphviz.nohtml("\\n".join(_safe(part) for part in parts))
