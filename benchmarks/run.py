@@ -6,8 +6,9 @@ node and memory), --rnn (hvp / gnvp / Gauss-Newton on an RNN, as ratios to one g
 same RNN, when it is installed), --charstep (an mg.nn char-RNN step at three sizes against
 hand-written NumPy BPTT, and where the extra time goes), --tbptt-memory (truncated BPTT streamed
 over 1,000 to 100,000 steps: peak memory must stay flat), --checkpointing (checkpointed_loss
-against plain BPTT over 10,000 steps: memory and time). Every ratio is against a reference
-timed in the same run.
+against plain BPTT over 10,000 steps: memory and time), --draw (mg.draw's DOT source for
+10,000 nodes against a naive graphviz drawer, the max_nodes guard at 100,000, mg.render of the
+demo's figures). Every ratio is against a reference timed in the same run.
 
 Results are printed and written as JSON to benchmarks/results/ (``latest.json`` and a
 timestamped copy). Exit status: 1 when a correctness check fails; with --strict, also when a
@@ -51,7 +52,7 @@ _set_blas_threads(sys.argv[1:])
 import _common  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
-            "checkpointing")
+            "checkpointing", "draw")
 
 
 def main(argv=None):
@@ -92,6 +93,7 @@ def main(argv=None):
 
     import bench_bptt
     import bench_charstep
+    import bench_draw
     import bench_chain
     import bench_ops
     import bench_rnn
@@ -104,6 +106,7 @@ def main(argv=None):
         "charstep": lambda: bench_charstep.run_charstep(args.quick),
         "tbptt-memory": lambda: bench_bptt.run_tbptt_memory(args.quick, lengths),
         "checkpointing": lambda: bench_bptt.run_checkpointing(args.quick, args.ckpt_steps),
+        "draw": lambda: bench_draw.run_draw(args.quick),
     }
     started = time.perf_counter()
     sections = []

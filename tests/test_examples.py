@@ -11,19 +11,26 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
-ARGUMENTS = {"char_rnn.py": ["--iterations", "20", "--sample-every", "10"]}
+ARGUMENTS = {"char_rnn.py": ["--iterations", "20", "--sample-every", "10"],
+             "draw_unrolled_rnn.py": ["--out", "{tmp}"]}
 
 
-def run(path):
-    result = subprocess.run([sys.executable, str(path), *ARGUMENTS.get(path.name, [])],
+def run(path, tmp="."):
+    arguments = [a.format(tmp=tmp) for a in ARGUMENTS.get(path.name, [])]
+    result = subprocess.run([sys.executable, str(path), *arguments],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(path):
-    assert run(path).strip()
+def test_example_runs(path, tmp_path):
+    assert run(path, tmp_path).strip()
+    if path.name == "draw_unrolled_rnn.py":  # its four pictures, each a real SVG
+        svgs = sorted(tmp_path.glob("*.svg"))
+        assert [p.name for p in svgs] == ["collapsed.svg", "rolled.svg", "truncated.svg",
+                                          "unrolled.svg"]
+        assert all(p.read_text().lstrip().startswith("<?xml") for p in svgs)
 
 
 def test_readme_example_is_the_tested_one_and_its_numbers_agree():
@@ -49,3 +56,14 @@ def test_the_readme_rnn_example_splits_the_gradient_by_step():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) < 1e-12
+
+
+def test_the_readme_drawing_example_writes_both_pictures(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", readme, re.S)[2]
+    result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["unrolled.svg", "rolled.png"]
+    assert "rnn.cell.W_hh" in (tmp_path / "unrolled.svg").read_text()
+    assert (tmp_path / "rolled.png").read_bytes().startswith(b"\x89PNG")
