@@ -244,7 +244,7 @@ def _guard(section, repeats):
                   "warning or refuses (ValueError)",
                   (big_outcome == "refused" and big_said)
                   or (big_outcome == "collapsed" and big_said is not None),
-                  f"{big_outcome}: {(big_said or 'no warning')[:110]}")
+                  f"{big_outcome}: {(big_said or 'no warning').split('. ')[0]}")
     timings = compare(cases, repeats)
     labels = {"big_default": f"{big.nodes:,} nodes, default max_nodes",
               "small_default": f"{small.nodes:,} nodes, default max_nodes",
@@ -399,9 +399,9 @@ def _demo(section):
         files = getattr(result, "files", None) or {}
         sizes = {label: os.path.getsize(path) for label, path in files.items()
                  if os.path.exists(path)}
-    section.say(f"\n  the demo, for context: run_demo({', '.join(f'{k}={v!r}' for k, v in options.items() if k != 'out')}) "
-                f"took {total:.2f} s in all (training included), {len(files)} files; its "
-                "mg.render calls: " + (", ".join(f"{name} {seconds:.3f} s"
-                                                 for name, seconds in renders) or "none seen"))
+    shown = ", ".join(f"{k}={v!r}" for k, v in options.items() if k != "out")
+    calls = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in renders) or "none seen"
+    section.say(f"\n  the demo, for context: run_demo({shown}) took {total:.2f} s in all "
+                f"(training included), {len(files)} files; its mg.render calls: {calls}")
     section.data["demo"] = {"total_s": total, "render_calls_s": renders,
                             "files_bytes": sizes}

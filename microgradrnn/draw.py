@@ -199,6 +199,8 @@ class _Builder:
             lines = [node.name or "input"]
         else:
             lines = [node.primitive.name]
+            if node.primitive.name == "getitem":  # which slice: an LSTM's gates differ by it
+                lines[0] += " " + _index_text(node.saved[1])
             if node in self.output_names:
                 lines[0] += f" → {self.output_names[node]}"
             elif kind == "output" and self.known[node].name:
@@ -483,6 +485,24 @@ def _edge_line(tail, head, attrs):
     written = " ".join(f"{key}={quoting.quote(value)}" if key == "label" else f'{key}="{value}"'
                        for key, value in attrs.items())
     return f"\t{tail} -> {head} [{written}]\n"
+
+
+def _index_text(index):
+    """``x[:, 4:8]``'s index as ``[:, 4:8]`` (an index array as ``[array (3,)]``)."""
+    def one(i):
+        if isinstance(i, slice):
+            text = ("" if i.start is None else str(i.start)) + ":" + (
+                "" if i.stop is None else str(i.stop))
+            return text + (f":{i.step}" if i.step is not None else "")
+        if i is None:
+            return "None"
+        if i is Ellipsis:
+            return "..."
+        if isinstance(i, np.ndarray) and i.ndim > 0:
+            return f"array {_shape_text(i.shape)}"
+        return str(i)
+    parts = index if isinstance(index, tuple) else (index,)
+    return "[" + ", ".join(one(i) for i in parts) + "]"
 
 
 def _shape_text(shape):
