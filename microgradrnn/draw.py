@@ -26,8 +26,11 @@ import graphviz
 import numpy as np
 from graphviz import quoting
 
+from .autodiff import enable_grad
 from .graph import forward_order, was_detached
+from .nn import RNN, Module, RNNModel
 from .ops._core import value_of
+from .tensor import Tensor, tensor
 
 __all__ = ["draw", "draw_rolled", "Drawing", "MAX_NODES"]
 
@@ -94,7 +97,7 @@ def draw(*outputs, params=None, edge_grads=None, values=False, grads=False, coll
     ``mg.draw(model)`` with an RNN, RNNModel or cell draws the rolled view:
     :func:`draw_rolled`.
     """
-    if len(outputs) == 1 and _is_module(outputs[0]):
+    if len(outputs) == 1 and isinstance(outputs[0], Module):
         return draw_rolled(outputs[0], values=values, legend=legend, title=title,
                            rankdir=rankdir)
     tensors = _output_tensors(outputs)
@@ -121,10 +124,6 @@ def draw_rolled(model, values=False, legend=True, title=None, rankdir="LR"):
     """The rolled view of an RNN, RNNModel or cell: one step of the cell, drawn once, with
     the new state fed back as the next step's state (dashed blue edges), the picture a
     textbook draws beside the unrolled one."""
-    from .autodiff import enable_grad
-    from .nn import RNN, RNNModel
-    from .tensor import tensor
-
     cell, head, embedding = model, None, None
     if isinstance(model, RNNModel):
         cell, head, embedding = model.rnn.cell, model.head, model.embedding
@@ -293,14 +292,14 @@ class _Builder:
             edges.append((tail, head, attrs, g, parent))
         scale = _GradientScale([norm for *_, norm, _ in edges if norm is not None])
         shared = self._shared_parameters(edges)
-        self.param_like = {n for n in shared if self.kind(n) == "parameter"}
+        weights = {n for n in shared if self.kind(n) == "parameter"}
 
         for index, home in enumerate(_sorted_homes(clusters)):
             _cluster(graph, f"cluster_t{index}", home, clusters[home])
         for node_id_, lines, kind in outside:
             graph.body.append(_node_line(node_id_, lines, kind))
         for tail, head, attrs, norm, parent in edges:
-            if parent is not None and parent in self.param_like:
+            if parent in weights:
                 # a weight feeds every step: let the steps, not the weight, decide the layout
                 attrs = {**attrs, "constraint": "false"}
             if norm is not None:
@@ -371,14 +370,7 @@ def _sorted_homes(clusters):
         return sorted(clusters, key=str)
 
 
-def _is_module(x):
-    from .nn import Module
-    return isinstance(x, Module)
-
-
 def _output_tensors(outputs):
-    from .tensor import Tensor
-
     flat = []
     for x in outputs:
         flat.extend(x if isinstance(x, (list, tuple)) else [x])
