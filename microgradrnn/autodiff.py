@@ -28,7 +28,7 @@ from .ops import _core
 from .ops._core import check_cotangent, shape_of
 
 __all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
-           "is_grad_enabled", "scope", "detect_anomaly", "record_edge_grads", "EdgeGrad"]
+           "is_grad_enabled", "scope", "untagged", "detect_anomaly", "record_edge_grads", "EdgeGrad"]
 
 
 class EdgeGrad(NamedTuple):
@@ -247,6 +247,12 @@ def scope(**tags):
     merged = dict(state.tags) if state.tags else {}
     merged.update(tags)
     return _Setting("tags", MappingProxyType(merged))
+
+
+def untagged():
+    """Inside, nodes carry no scope tags, whatever scope the caller is in (a drawing that
+    records a fresh step of its own)."""
+    return _Setting("tags", None)
 
 
 def detect_anomaly():

@@ -26,8 +26,8 @@ import graphviz
 import numpy as np
 from graphviz import quoting
 
-from .autodiff import enable_grad
-from .graph import forward_order, was_detached
+from .autodiff import enable_grad, untagged
+from .graph import ArrayInfo, forward_order, was_detached
 from .nn import RNN, Module, RNNModel
 from .ops._core import value_of
 from .tensor import Tensor, tensor
@@ -90,8 +90,9 @@ def draw(*outputs, params=None, edge_grads=None, values=False, grads=False, coll
       op results the rules keep; ``.grad`` of leaves and retained nodes;
     * ``collapse="step"``: each time step as one box, with the edges between steps and from
       each parameter into each step that uses it;
-    * ``max_nodes``: above this many nodes a tagged graph is collapsed by step (with a
-      warning), an untagged one refused (``None``: no limit);
+    * ``max_nodes``: above this many recorded nodes (the constants drawn beside them are
+      not counted) a tagged graph is collapsed by step (with a warning), an untagged one
+      refused (``None``: no limit);
     * ``constants``: draw the constant inputs of ops (the x_t, a target, a literal 1).
 
     ``mg.draw(model)`` with an RNN, RNNModel or cell draws the rolled view:
@@ -142,7 +143,7 @@ def draw_rolled(model, values=False, legend=True, title=None, rankdir="LR"):
         x = np.zeros(1, dtype=np.int64)
     else:
         x = tensor(np.zeros((1, cell.input_size)), requires_grad=True, name="x_t")
-    with enable_grad():
+    with enable_grad(), untagged():  # one step of its own, whatever scope the caller is in
         if embedding is not None:
             x = embedding(x)
         new = cell(x, previous)
@@ -217,6 +218,10 @@ class _Builder:
 
     def collapse(self, max_nodes):
         """Map every tagged node to one box per time step."""
+        if not self.has_steps:
+            raise ValueError("draw: collapse='step' groups nodes by their time step, and no node "
+                             "of this graph has one (record the steps under mg.scope(t=...), "
+                             "as mg.nn.RNN does)")
         self.steps = {}
         for node in self.order:
             t = _time(node)
@@ -288,11 +293,16 @@ class _Builder:
             g = None  # the norm of everything sent from one box to the other
             if by_input:
                 g = math.sqrt(sum(_norm(v) ** 2 for v in by_input.values()))
-            attrs = {"label": f"×{uses}"} if uses > 1 and parent not in self.params else {}
+            attrs = ({"label": f"×{uses}"} if uses > 1 and self.kind(parent) != "parameter"
+                     else {})
             edges.append((tail, head, attrs, g, parent))
         scale = _GradientScale([norm for *_, norm, _ in edges if norm is not None])
         shared = self._shared_parameters(edges)
-        weights = {n for n in shared if self.kind(n) == "parameter"}
+        # a weight feeds every step: in a drawing by steps, let the steps, not the weights,
+        # decide the layout (each weight's edges do not pull the steps towards it)
+        weights = ({parent for *_, parent in edges
+                    if parent is not None and self.kind(parent) == "parameter"}
+                   if self.has_steps else set())
 
         for index, home in enumerate(_sorted_homes(clusters)):
             _cluster(graph, f"cluster_t{index}", home, clusters[home])
@@ -300,7 +310,6 @@ class _Builder:
             graph.body.append(_node_line(node_id_, lines, kind))
         for tail, head, attrs, norm, parent in edges:
             if parent in weights:
-                # a weight feeds every step: let the steps, not the weight, decide the layout
                 attrs = {**attrs, "constraint": "false"}
             if norm is not None:
                 attrs = {**attrs, **scale.style(norm)}
@@ -327,6 +336,8 @@ class _Builder:
             constant_ids[key] = f"c{len(constant_ids)}"
             if cut:
                 lines = ["detached state", _shape_text(saved.shape), "(earlier steps cut off)"]
+            elif np.ndim(saved) == 0 and not isinstance(saved, ArrayInfo) and saved is not None:
+                lines = [_number(float(np.real(saved)))]  # a literal: 1.0 in 1 - z
             elif type(saved) is np.ndarray and saved.size == 1:
                 lines = [_number(saved.item())]
             else:
@@ -435,7 +446,7 @@ class _GradientScale:
 
     def style(self, norm):
         if not norm > 0:
-            return dict(style="dotted", color="#bbbbbb", penwidth="1")
+            return dict(style="dotted", color="#%02x%02x%02x" % self._PALE, penwidth="0.6")
         if norm == math.inf or norm != norm:
             return dict(color="#7f00ff", penwidth="5")  # inf or nan: cannot be missed
         f = self.fraction(norm)

@@ -8,6 +8,7 @@ next to the requested file, with the command that renders it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,8 +78,9 @@ def render(what, path, renderer=None, **draw_options):
         dot_path.write_text(source, encoding="utf-8")
         warnings.warn(f"render: no Graphviz renderer found (neither `dot` nor `graphviz-pure`), "
                       f"so the DOT source was written to {dot_path}. Render it with "
-                      f"`pip install graphviz-pure && graphviz-pure -T{fmt} {dot_path} -o "
-                      f"{path}`, or install Graphviz and use `dot` the same way.", stacklevel=2)
+                      f"`pip install graphviz-pure && graphviz-pure -T{fmt} "
+                      f"{shlex.quote(str(dot_path))} -o {shlex.quote(str(path))}`, or install "
+                      "Graphviz and use `dot` the same way.", stacklevel=2)
         return Rendered(dot_path, None)
     name, executable = found
     path.write_bytes(_run(executable, name, fmt, source))
@@ -97,7 +99,10 @@ def to_svg(source, renderer=None):
 def _source(what, draw_options):
     if isinstance(what, str):
         return what
-    if hasattr(what, "source") and not draw_options:  # a graphviz Digraph
+    if hasattr(what, "source"):  # a graphviz Digraph, drawn already
+        if draw_options:
+            raise TypeError(f"render: {', '.join(draw_options)} are options of mg.draw; this "
+                            "is a drawing already, so pass them to mg.draw instead")
         return what.source
     from .draw import draw
     return draw(*(what if isinstance(what, (list, tuple)) else (what,)), **draw_options).source
