@@ -52,7 +52,7 @@ _set_blas_threads(sys.argv[1:])
 import _common  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
-            "checkpointing", "draw")
+            "checkpointing", "draw", "esn")
 
 
 def main(argv=None):
@@ -94,6 +94,7 @@ def main(argv=None):
     import bench_bptt
     import bench_charstep
     import bench_draw
+    import bench_esn
     import bench_chain
     import bench_ops
     import bench_rnn
@@ -107,6 +108,7 @@ def main(argv=None):
         "tbptt-memory": lambda: bench_bptt.run_tbptt_memory(args.quick, lengths),
         "checkpointing": lambda: bench_bptt.run_checkpointing(args.quick, args.ckpt_steps),
         "draw": lambda: bench_draw.run_draw(args.quick),
+        "esn": lambda: bench_esn.run_esn(args.quick),
     }
     started = time.perf_counter()
     sections = []

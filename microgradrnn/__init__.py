@@ -6,7 +6,7 @@ time step, and its gradient is the sum of what those consumers send it.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import bptt, diagnostics, functional, nn, ops, optim, tasks
+from . import bptt, diagnostics, esn, functional, nn, ops, optim, tasks
 from .nn import load, save
 from .draw import draw, draw_rolled
 from .render import render

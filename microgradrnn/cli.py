@@ -1,5 +1,5 @@
 """The ``microgradrnn`` command: ``demo`` (the main job, :mod:`microgradrnn.demo`),
-``draw``, ``vanishing`` and ``train``."""
+``draw``, ``vanishing``, ``train`` and ``esn``."""
 from __future__ import annotations
 
 import argparse
@@ -155,6 +155,21 @@ def build_parser():
     vanishing_parser.add_argument("--out", default="vanishing.png",
                                   help="where to write the plot (default vanishing.png)")
 
+    from .esn_experiments import ESN_TASKS
+    esn_parser = commands.add_parser(
+        "esn", help="fit an echo state network (only the readout is trained, in closed form) "
+                    "and plot its prediction against the truth")
+    esn_parser.add_argument("--task", choices=ESN_TASKS, default="mackey-glass")
+    esn_parser.add_argument("--reservoir", type=int, default=None,
+                            help="reservoir size (default: the task's preset)")
+    esn_parser.add_argument("--spectral-radius", type=float, default=None)
+    esn_parser.add_argument("--leak-rate", type=float, default=None)
+    esn_parser.add_argument("--ridge", type=float, default=None,
+                            help="ridge strength; 0 is the pseudo-inverse")
+    esn_parser.add_argument("--seed", type=int, default=0)
+    esn_parser.add_argument("--out", default="microgradrnn-esn",
+                            help="folder for the plot (default microgradrnn-esn)")
+
     from .tasks import TASKS
     train_parser = commands.add_parser(
         "train", help="train an RNN: on the bundled text (char, min-char-rnn) or on a "
@@ -198,6 +213,12 @@ def main(argv=None):
         return 0
     if args.command == "train":
         train(args)
+        return 0
+    if args.command == "esn":
+        from .esn_experiments import esn_command
+        esn_command(args.task, args.out, seed=args.seed, reservoir=args.reservoir,
+                    spectral_radius=args.spectral_radius, leak_rate=args.leak_rate,
+                    ridge=args.ridge)
         return 0
     if args.command == "vanishing":
         vanishing(args.radii, args.hidden, args.steps, args.cell, args.linear, args.seed,

@@ -82,3 +82,16 @@ def test_version_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task, measure, bound", [
+    ("sine", "test MSE over 50 free-running steps", 1e-8),   # the tutorial reports 5.6e-12
+    ("narma10", "NRMSE over 1000 test steps", 0.5),
+])
+def test_esn_command_fits_prints_the_error_and_plots(tmp_path, capsys, task, measure, bound):
+    assert main(["esn", "--task", task, "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "readout fitted in closed form" in text
+    error = float(text.split(measure + ": ")[1].split()[0])
+    assert 0 <= error < bound
+    assert _is_png(tmp_path / f"esn_{task}.png")

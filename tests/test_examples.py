@@ -12,7 +12,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
 ARGUMENTS = {"char_rnn.py": ["--iterations", "20", "--sample-every", "10"],
-             "draw_unrolled_rnn.py": ["--out", "{tmp}"]}
+             "draw_unrolled_rnn.py": ["--out", "{tmp}"],
+             "echo_state_network.py": ["--out", "{tmp}"]}
 
 
 def run(path, tmp="."):

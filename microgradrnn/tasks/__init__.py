@@ -6,6 +6,9 @@
 * The pathological long-term-dependency problems (:mod:`.pathological`): :func:`adding`,
   :func:`adding_halves`, :func:`multiplication`, :func:`xor`, :func:`temporal_order`,
   :func:`memorization`; and :func:`sine_waves` (:mod:`.sine`).
+* The signals of reservoir computing (:mod:`.reservoir`): :func:`mackey_glass` (and
+  :func:`mackey_glass_series`), :func:`narma10`, :func:`sine_generator` (the ESN tutorial's),
+  :func:`delay_line`, one target per step; :data:`RESERVOIR_TASKS` maps names to them.
 * Success rules (:mod:`.scoring`): :func:`is_correct`, :func:`error_rate`, :func:`success`.
 
 Every generator is ``f(T, batch, *, seed=None, rng=None, **options) -> (inputs, targets)``
@@ -17,6 +20,8 @@ with ``inputs`` float64 of shape ``(T, batch, D)``; :data:`TASKS` maps names to 
 """
 from .pathological import (TEMPORAL_ORDER_CLASSES, TEMPORAL_ORDER_SYMBOLS, adding,
                            adding_halves, memorization, multiplication, temporal_order, xor)
+from .reservoir import (RESERVOIR_TASKS, delay_line, mackey_glass, mackey_glass_series,
+                        narma10, sine_generator)
 from .scoring import REGRESSION_ATOL, SUCCESS_TOLERANCE, error_rate, is_correct, success
 from .sine import sine_waves
 from .text import CharVocabulary, available_texts, char_chunks, load_text
@@ -45,4 +50,6 @@ def output_size(name, **options):
 __all__ = ["TASKS", "output_size", "adding", "adding_halves", "multiplication", "xor",
            "temporal_order", "memorization", "sine_waves", "TEMPORAL_ORDER_SYMBOLS",
            "TEMPORAL_ORDER_CLASSES", "is_correct", "error_rate", "success", "REGRESSION_ATOL",
-           "SUCCESS_TOLERANCE", "load_text", "available_texts", "CharVocabulary", "char_chunks"]
+           "SUCCESS_TOLERANCE", "load_text", "available_texts", "CharVocabulary", "char_chunks",
+           "RESERVOIR_TASKS", "mackey_glass", "mackey_glass_series", "narma10", "sine_generator",
+           "delay_line"]
