@@ -52,7 +52,7 @@ _set_blas_threads(sys.argv[1:])
 import _common  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
-            "checkpointing", "draw", "esn")
+            "checkpointing", "draw", "esn", "rtrl")
 
 
 def main(argv=None):
@@ -95,6 +95,7 @@ def main(argv=None):
     import bench_charstep
     import bench_draw
     import bench_esn
+    import bench_rtrl
     import bench_chain
     import bench_ops
     import bench_rnn
@@ -109,6 +110,7 @@ def main(argv=None):
         "checkpointing": lambda: bench_bptt.run_checkpointing(args.quick, args.ckpt_steps),
         "draw": lambda: bench_draw.run_draw(args.quick),
         "esn": lambda: bench_esn.run_esn(args.quick),
+        "rtrl": lambda: bench_rtrl.run_rtrl(args.quick),
     }
     started = time.perf_counter()
     sections = []

@@ -17,10 +17,11 @@ from .autodiff import no_grad, record_edge_grads, scope
 from .graph import forward_order
 from .ops import concatenate, reshape, split
 from .ops._core import value_of
+from .rtrl import RTRL  # forward in time: the same gradient, no unrolled graph (mg.bptt.RTRL)
 from .transforms import checkpoint, grad
 
 __all__ = ["sequence_loss", "Contributions", "contributions", "TruncatedBPTT",
-           "checkpointed_loss"]
+           "checkpointed_loss", "RTRL"]
 
 # Linear maps with one input that only move entries: a parameter passed through one of these
 # outside the time loop is still "the same weight" at every step, so its per-step gradient can

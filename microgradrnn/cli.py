@@ -74,6 +74,9 @@ def train(args, out=None):
     out = sys.stdout if out is None else out
     os.makedirs(args.out, exist_ok=True)
     plot_path = os.path.join(args.out, "loss_curve.png")
+    if args.task == "char" and args.bptt == "rtrl":
+        raise SystemExit("train: --bptt rtrl trains the sequence tasks (e.g. --task adding "
+                         "--hidden 16), not the char model; use --bptt full or truncated")
     if args.task == "char":
         k = args.seq_length if args.bptt == "full" else args.k
         model = CharRNN(cell=args.cell, hidden_size=args.hidden or 100,
@@ -91,7 +94,8 @@ def train(args, out=None):
                    ylabel="smooth loss")
     else:
         model, history = train_task(
-            args.task, cell=args.cell, hidden_size=args.hidden or 64, T=args.T,
+            args.task, cell=args.cell,
+            hidden_size=args.hidden or (16 if args.bptt == "rtrl" else 64), T=args.T,
             batch_size=args.batch, iterations=args.iterations, optimizer=args.optim,
             lr=args.lr or 1e-3, bptt=args.bptt, k=args.k, seed=args.seed,
             progress=not args.quiet, eval_every=max(1, args.iterations // 10))
@@ -176,13 +180,14 @@ def build_parser():
                       "long-term-dependency task")
     train_parser.add_argument("--task", choices=["char", *TASKS], default="char")
     train_parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
-    train_parser.add_argument("--bptt", choices=["full", "truncated"], default="full",
+    train_parser.add_argument("--bptt", choices=["full", "truncated", "rtrl"], default="full",
                               help="full: through the whole chunk or sequence; truncated: the "
-                                   "state is cut every --k steps")
+                                   "state is cut every --k steps; rtrl: real-time recurrent "
+                                   "learning, forward in time (tasks, small models)")
     train_parser.add_argument("--k", type=int, default=5, help="truncation length (5)")
     train_parser.add_argument("--iterations", type=int, default=1000)
     train_parser.add_argument("--hidden", type=int, default=None,
-                              help="hidden units (char: 100, tasks: 64)")
+                              help="hidden units (char: 100, tasks: 64, with rtrl: 16)")
     train_parser.add_argument("--T", type=int, default=50, help="sequence length of a task (50)")
     train_parser.add_argument("--batch", type=int, default=32, help="task batch size (32)")
     train_parser.add_argument("--seq-length", type=int, default=25,

@@ -14,10 +14,11 @@ from .functional import cross_entropy, mse, softmax
 from .nn import GRUCell, Linear, LSTMCell, RNNCell, RNNModel, load, save
 from .ops._core import value_of
 from .optim import SGD, Adagrad, Adam, RMSprop, clip_grad_norm, clip_grad_value
+from .rtrl import RTRL
 from .tasks import TASKS, CharVocabulary, char_chunks, error_rate, load_text, output_size
 from .tensor import tensor
 
-__all__ = ["CELLS", "CharRNN", "train_task", "plot_curve"]
+__all__ = ["CELLS", "CharRNN", "train_task", "plot_curve", "RTRL_MAX_SENSITIVITIES"]
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
@@ -177,6 +178,47 @@ def _task_loss(outputs, targets):
     return sequence_loss(outputs, targets, loss_fn, reduction="mean")
 
 
+# RTRL carries P x B x |s| sensitivities (P parameter entries of the cell, B sequences, |s| state
+# entries each), and a step costs about |s| + D multiply-adds per sensitivity: beyond this many
+# (32 MB in float64; an RNN with H = 32 and B = 32 has 1.1 million, ~15 ms a step) use BPTT.
+RTRL_MAX_SENSITIVITIES = 1 << 22
+
+
+def _rtrl_learner(model, batch_size, targets, T):
+    """An RTRL learner (no optimizer: gradients accumulate over a sequence) whose per-step
+    losses add up to :func:`_task_loss`; refuses a model whose sensitivities are too many."""
+    P = sum(p.size for p in model.rnn.cell.parameters())
+    state = model.initial_state(batch_size)
+    width = sum(value_of(s).size for s in (state if isinstance(state, tuple) else (state,))) \
+        // batch_size
+    count = P * batch_size * width
+    if count > RTRL_MAX_SENSITIVITIES:
+        raise ValueError(
+            f"train_task: RTRL would carry P x B x |s| = {P:,} x {batch_size} x {width} = "
+            f"{count:,} sensitivities (P: the cell's parameter entries, B: the batch, |s|: the "
+            f"state entries per sequence), above the limit of {RTRL_MAX_SENSITIVITIES:,}; "
+            "RTRL is for small models: lower hidden_size or batch_size, or use bptt='full'")
+    targets = np.asarray(targets)
+    classes = targets.dtype.kind in "iu"
+    loss_fn = cross_entropy if classes else mse
+    per_step = targets.ndim == (2 if classes else 3)
+    step_loss = (lambda output, target: loss_fn(output, target) * (1.0 / T)) if per_step \
+        else loss_fn  # sequence_loss(..., reduction="mean") is the mean over the T steps
+    return RTRL(model, step_loss, batch=batch_size), per_step
+
+
+def _rtrl_sequence(learner, per_step, xs, targets):
+    """One batch of sequences through RTRL from a fresh state: the loss of :func:`_task_loss`,
+    its gradient accumulated in the parameters' ``.grad``."""
+    learner.reset(batch=xs.shape[1])
+    T, total = len(xs), 0.0
+    for t in range(T):
+        target = targets[t] if per_step else (targets if t == T - 1 else None)
+        loss = learner.step(xs[t], target)
+        total += 0.0 if loss is None else loss
+    return total
+
+
 def _predictions(outputs, targets):
     targets = np.asarray(targets)
     per_step = targets.ndim == (2 if targets.dtype.kind in "iu" else 3)
@@ -189,26 +231,40 @@ def train_task(task="adding", *, cell="rnn", hidden_size=64, T=50, batch_size=32
                iterations=500, optimizer="adam", lr=1e-3, bptt="full", k=5, clip=1.0, seed=0,
                progress=True, eval_every=100, eval_size=1000):
     """Train an RNN with a linear readout on one of the sequence tasks; returns
-    ``(model, history)`` where history lists (iteration, loss, error rate on fresh data)."""
+    ``(model, history)`` where history lists (iteration, loss, error rate on fresh data).
+
+    ``bptt``: "full" (backpropagation through the whole sequence), "truncated" (the state is
+    cut every ``k`` steps) or "rtrl" (real-time recurrent learning, forward in time: the same
+    gradient as "full", with memory independent of T; for small models, see
+    :data:`RTRL_MAX_SENSITIVITIES`). RTRL updates once per batch of sequences, at its end, so
+    it makes full BPTT's updates; for online updates at every step use :class:`~.rtrl.RTRL`.
+    """
     from tqdm import tqdm
 
     if task not in TASKS:
         raise ValueError(f"train_task: unknown task {task!r}; known: {', '.join(TASKS)}")
-    if bptt not in ("full", "truncated"):
-        raise ValueError(f"train_task: bptt must be 'full' or 'truncated', got {bptt!r}")
+    if bptt not in ("full", "truncated", "rtrl"):
+        raise ValueError(f"train_task: bptt must be 'full', 'truncated' or 'rtrl', got {bptt!r}")
     generate = TASKS[task]
     rng = np.random.default_rng(seed)
-    xs, _ = generate(T, 1, rng=rng)
+    xs, ys = generate(T, 1, rng=rng)  # the input width, and the kind of targets
     model = RNNModel(CELLS[cell](xs.shape[2], hidden_size, rng=rng),
                      Linear(hidden_size, output_size(task), rng=rng))
     opt = OPTIMIZERS[optimizer](model.parameters(), lr=lr)
     cut = k if bptt == "truncated" else None
+    learner = None
+    if bptt == "rtrl":
+        learner, per_step = _rtrl_learner(model, batch_size, ys, T)
     history = []
     bar = tqdm(range(1, iterations + 1), desc=task, disable=not progress, leave=False)
     for it in bar:
         xs, ys = generate(T, batch_size, rng=rng)
-        loss = _task_loss(_unroll(model, xs, cut), ys)
-        loss.backward()
+        if learner is None:
+            loss = _task_loss(_unroll(model, xs, cut), ys)
+            loss.backward()
+            loss = loss.item()
+        else:
+            loss = _rtrl_sequence(learner, per_step, xs, ys)
         if clip:
             clip_grad_norm(model.parameters(), clip)
         opt.step()
@@ -218,8 +274,8 @@ def train_task(task="adding", *, cell="rnn", hidden_size=64, T=50, batch_size=32
             test_x, test_y = generate(T, eval_size, rng=rng)
             with no_grad():
                 error = error_rate(_predictions(_unroll(model, test_x), test_y), test_y)
-        history.append((it, loss.item(), error))
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        history.append((it, loss, error))
+        bar.set_postfix(loss=f"{loss:.4f}")
     return model, history
 
 

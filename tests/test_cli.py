@@ -95,3 +95,12 @@ def test_esn_command_fits_prints_the_error_and_plots(tmp_path, capsys, task, mea
     error = float(text.split(measure + ": ")[1].split()[0])
     assert 0 <= error < bound
     assert _is_png(tmp_path / f"esn_{task}.png")
+
+
+def test_train_with_rtrl_runs_a_task_and_refuses_the_char_model(tmp_path, capsys):
+    assert main(["train", "--task", "adding", "--bptt", "rtrl", "--T", "6", "--iterations",
+                 "4", "--batch", "4", "--quiet", "--out", str(tmp_path)]) == 0
+    assert "error rate on fresh data" in capsys.readouterr().out
+    assert _is_png(tmp_path / "loss_curve.png")
+    with pytest.raises(SystemExit, match="rtrl trains the sequence tasks"):
+        main(["train", "--bptt", "rtrl", "--quiet", "--out", str(tmp_path)])

@@ -260,11 +260,24 @@ def _unbroadcast(g, shape):
     return g
 
 
+def _broadcast_to_jvp(tangents, out, x, shape):
+    """The tangent broadcast like x. A batch of tangents (extra leading axes, one tangent per
+    entry: forward mode in many directions at once) keeps its leading axes in front: x's
+    axes are lined up with the trailing axes of ``shape``, not with the batch."""
+    x_dot, x_shape = tangents[0], shape_of(x)
+    lead = len(shape_of(x_dot)) - len(x_shape)
+    if lead:
+        batch = shape_of(x_dot)[:lead]
+        x_dot = x_dot.reshape(batch + (1,) * (len(shape) - len(x_shape)) + x_shape)
+        shape = batch + tuple(shape)
+    return broadcast_to(x_dot, shape)
+
+
 broadcast_to = Primitive(
     "broadcast_to",
     lambda x, shape: np.broadcast_to(x, shape),
     vjps=(lambda g, out, x, shape: _unbroadcast(g, shape_of(x)),),
-    jvp=lambda tangents, out, x, shape: broadcast_to(tangents[0], shape), nin=1,
+    jvp=_broadcast_to_jvp, nin=1,
     saves="s", saves_out=False,
     doc="broadcast_to(x, shape): numpy broadcasting made explicit; its VJP sums the copies "
         "(the single place where broadcasting is undone).")

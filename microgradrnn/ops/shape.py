@@ -117,11 +117,32 @@ def _scatter_add(g, index, shape):
     return out
 
 
+def _getitem_jvp(x_dot, out, x, index):
+    """The same entries of the tangent. A batch of tangents (extra leading axes, one tangent
+    per entry: forward mode in many directions at once) is indexed behind its leading axes."""
+    lead = len(shape_of(x_dot)) - len(shape_of(x))
+    if not lead:
+        return _getitem(x_dot, index)
+    parts = index if isinstance(index, tuple) else (index,)
+    picked = _getitem(x_dot, (slice(None),) * lead + parts)
+    # Integer-array indices separated by a slice, None or Ellipsis put their axes first (NumPy's
+    # rule), in front of the batch axes too: move the batch axes back to the front.
+    arrays = [p for p in parts if isinstance(p, np.ndarray)]
+    advanced = [i for i, p in enumerate(parts)
+                if isinstance(p, np.ndarray) or (arrays and isinstance(p, (int, np.integer)))]
+    if advanced and advanced[-1] - advanced[0] + 1 != len(advanced):
+        k = len(np.broadcast_shapes(*(np.shape(parts[i]) for i in advanced)))
+        ndim = len(shape_of(picked))
+        picked = _transpose(picked, tuple(range(k, k + lead)) + tuple(range(k))
+                            + tuple(range(k + lead, ndim)))
+    return picked
+
+
 _getitem = defprimitive(
     lambda x, index: x[index], name="getitem", saves="s", saves_out=False,
     doc="x[index]: slices, ints, integer arrays, boolean masks; the VJP is scatter_add",
     vjp=lambda g, out, x, index: scatter_add(g, index, shape_of(x)),
-    jvp=lambda x_dot, out, x, index: _getitem(x_dot, index))
+    jvp=_getitem_jvp)
 
 scatter_add = defprimitive(
     _scatter_add, name="scatter_add", saves="-", saves_out=False,
