@@ -1,6 +1,20 @@
 """Independent references for the tests, written by hand from published equations (not from
-the engine)."""
+the engine), and a spy that records what an optimizer is handed."""
 import numpy as np
+
+
+class GradientSpy:
+    """An optimizer that records the gradients it is given and never moves the parameters."""
+
+    def __init__(self, params):
+        self.params, self.seen = list(params), []
+
+    def step(self):
+        self.seen.append([np.array(p.grad) for p in self.params])
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
 
 
 def min_char_rnn_gradient(inputs, targets, hprev, Wxh, Whh, Why, bh, by, vocab):

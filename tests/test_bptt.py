@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import microgradrnn as mg
+from references import GradientSpy
 from microgradrnn.bptt import TruncatedBPTT, checkpointed_loss, contributions
 from microgradrnn.nn import GRUCell, LSTMCell, RNN, RNNCell, RNNModel
 from microgradrnn.testing.strategies import rnn_configs
@@ -155,20 +156,6 @@ class ScalarLinear(mg.nn.Module):
         with mg.scope(t=t):
             state = self.w * state
         return state, state
-
-
-class GradientSpy:
-    """An optimizer that records the gradients it is given and never moves the parameters."""
-
-    def __init__(self, params):
-        self.params, self.seen = list(params), []
-
-    def step(self):
-        self.seen.append([np.array(p.grad) for p in self.params])
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
 
 
 def _last_step_loss(T):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import microgradrnn as mg
+from references import GradientSpy
 from microgradrnn.autodiff import forward_pass
 from microgradrnn.graph import forward_order
 from microgradrnn.nn import GRUCell, LSTMCell, RNNCell, RNNModel
@@ -227,20 +228,6 @@ def test_a_step_with_a_rule_that_names_axes_is_refused():
 
 
 # -- learning ---------------------------------------------------------------------------------
-
-class GradientSpy:
-    """An optimizer that records the gradients it is given and never moves the parameters."""
-
-    def __init__(self, params):
-        self.params, self.seen = list(params), []
-
-    def step(self):
-        self.seen.append([np.array(p.grad) for p in self.params])
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
 
 def test_an_update_every_k_steps_gets_the_gradient_of_those_k_losses():
     rng = np.random.default_rng(6)
