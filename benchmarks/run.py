@@ -52,7 +52,7 @@ _set_blas_threads(sys.argv[1:])
 import _common  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
-            "checkpointing", "draw", "esn", "rtrl")
+            "checkpointing", "draw", "esn", "rtrl", "hf-cost")
 
 
 def main(argv=None):
@@ -95,6 +95,7 @@ def main(argv=None):
     import bench_charstep
     import bench_draw
     import bench_esn
+    import bench_hf
     import bench_rtrl
     import bench_chain
     import bench_ops
@@ -111,6 +112,7 @@ def main(argv=None):
         "draw": lambda: bench_draw.run_draw(args.quick),
         "esn": lambda: bench_esn.run_esn(args.quick),
         "rtrl": lambda: bench_rtrl.run_rtrl(args.quick),
+        "hf-cost": lambda: bench_hf.run_cost(args.quick),
     }
     started = time.perf_counter()
     sections = []

@@ -74,6 +74,9 @@ def train(args, out=None):
     out = sys.stdout if out is None else out
     os.makedirs(args.out, exist_ok=True)
     plot_path = os.path.join(args.out, "loss_curve.png")
+    if args.task == "char" and args.optim == "hf":
+        raise SystemExit("train: --optim hf trains the sequence tasks (e.g. --task adding_halves "
+                         "--T 50), not the char model")
     if args.task == "char" and args.bptt == "rtrl":
         raise SystemExit("train: --bptt rtrl trains the sequence tasks (e.g. --task adding "
                          "--hidden 16), not the char model; use --bptt full or truncated")
@@ -92,6 +95,18 @@ def train(args, out=None):
         print("sample:\n" + model.sample(200), file=out)
         plot_curve(history, plot_path, title="char-rnn: smooth loss per 25-character chunk",
                    ylabel="smooth loss")
+    elif args.optim == "hf":
+        from .hf_training import train_hf
+        model, history = train_hf(
+            args.task, cell=args.cell, hidden_size=args.hidden or 100, T=args.T,
+            updates=args.iterations, seed=args.seed, progress=not args.quiet,
+            eval_every=max(1, args.iterations // 10))
+        for it, loss, error in history:
+            if error is not None:
+                print(f"update {it:5d}  loss {loss:.5f}  error rate on fresh data "
+                      f"{100 * error:.1f}%", file=out)
+        plot_curve([loss for _, loss, _ in history], plot_path, log=True,
+                   title=f"{args.task}: Hessian-free training loss", ylabel="loss")
     else:
         model, history = train_task(
             args.task, cell=args.cell,
@@ -192,8 +207,10 @@ def build_parser():
     train_parser.add_argument("--batch", type=int, default=32, help="task batch size (32)")
     train_parser.add_argument("--seq-length", type=int, default=25,
                               help="characters per chunk for char (25)")
-    train_parser.add_argument("--optim", choices=["sgd", "adagrad", "rmsprop", "adam"],
-                              default="adam", help="optimizer for the tasks (char uses Adagrad)")
+    train_parser.add_argument("--optim", choices=["sgd", "adagrad", "rmsprop", "adam", "hf"],
+                              default="adam",
+                              help="optimizer for the tasks (char uses Adagrad); hf: "
+                                   "Hessian-free, one update per --iterations")
     train_parser.add_argument("--lr", type=float, default=None,
                               help="learning rate (char: 0.1, tasks: 0.001)")
     train_parser.add_argument("--sample-every", type=int, default=0,

@@ -104,3 +104,13 @@ def test_train_with_rtrl_runs_a_task_and_refuses_the_char_model(tmp_path, capsys
     assert _is_png(tmp_path / "loss_curve.png")
     with pytest.raises(SystemExit, match="rtrl trains the sequence tasks"):
         main(["train", "--bptt", "rtrl", "--quiet", "--out", str(tmp_path)])
+
+
+def test_train_with_hessian_free_lowers_the_loss_and_refuses_the_char_model(tmp_path, capsys):
+    assert main(["train", "--task", "adding_halves", "--optim", "hf", "--T", "8", "--hidden",
+                 "10", "--iterations", "4", "--quiet", "--out", str(tmp_path)]) == 0
+    losses = [float(line.split("loss ")[1].split()[0])
+              for line in capsys.readouterr().out.splitlines() if line.startswith("update")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    with pytest.raises(SystemExit, match="--optim hf trains the sequence tasks"):
+        main(["train", "--optim", "hf", "--quiet", "--out", str(tmp_path)])

@@ -5,7 +5,9 @@
   ``state_dict()`` / ``load_state_dict()`` for checkpoints in one ``.npz`` file;
 * :class:`SGD` (momentum, Nesterov), :class:`Adagrad`, :class:`RMSprop`, :class:`Adam`
   (AMSGrad), each with its update written as maths in its docstring;
-* :func:`clip_grad_norm` (Pascanu et al. 2013) and :func:`clip_grad_value`.
+* :func:`clip_grad_norm` (Pascanu et al. 2013) and :func:`clip_grad_value`;
+* :class:`HessianFree` (Martens 2010; Martens & Sutskever 2011), second order: CG on the
+  damped Gauss-Newton system, ``step(closure)`` with an :class:`HFProblem` per update.
 
 A typical step::
 
@@ -21,7 +23,8 @@ thresholds are absolute, so they too must be retuned when the loss is rescaled.
 """
 from .base import Optimizer
 from .clip import clip_grad_norm, clip_grad_value
+from .hessian_free import HessianFree, HFProblem, HFStep
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "clip_grad_norm",
-           "clip_grad_value"]
+           "clip_grad_value", "HessianFree", "HFProblem", "HFStep"]
