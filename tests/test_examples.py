@@ -68,3 +68,13 @@ def test_the_readme_drawing_example_writes_both_pictures(tmp_path):
     assert result.stdout.split() == ["unrolled.svg", "rolled.png"]
     assert "rnn.cell.W_hh" in (tmp_path / "unrolled.svg").read_text()
     assert (tmp_path / "rolled.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_readme_hessian_free_example_reaches_the_least_squares_solution():
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "HessianFree" in b)
+    result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = re.search(r"```python\n" + re.escape(block) + r"```\n```\n(.*?)\n```", readme, re.S)
+    assert result.stdout.strip() == shown.group(1).strip()
