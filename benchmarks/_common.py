@@ -197,3 +197,39 @@ class Section:
     def as_dict(self):
         return {"title": self.title, "checks": self.checks, "targets": self.targets,
                 "data": self.data}
+
+
+def run_alone(title, name, run, argv):
+    """``python benchmarks/bench_<name>.py [--quick]``: one section on its own, with the
+    machine described first and the results written to ``results/<name>-<time>.json``.
+    Returns the exit status: 1 when a correctness check failed."""
+    import datetime
+    import json
+    import os
+    import time
+
+    quick = "--quick" in argv
+    here = os.path.dirname(os.path.abspath(__file__))
+    info = machine_info(os.path.dirname(here))
+    print(f"microgradrnn {title} benchmark" + (" (--quick)" if quick else ""))
+    for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpus_usable", "load_average",
+                "thread_env"):
+        print(f"  {key:13s} {info[key]}")
+    started = time.perf_counter()
+    section = run(quick)
+    elapsed = time.perf_counter() - started
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(os.path.join(here, "results"), exist_ok=True)
+    path = os.path.join(here, "results", f"{name}-{stamp}{'-quick' if quick else ''}.json")
+    with open(path, "w") as f:
+        json.dump({"timestamp": stamp, "quick": quick, "machine": info, "seconds": elapsed,
+                   "section": section.as_dict()}, f, indent=1, default=str)
+    failed = [c for c in section.checks if not c["ok"]]
+    missed = [t["name"] for t in section.targets if not t["ok"]]
+    targets = (f"targets {'all met' if not missed else 'MISSED: ' + ', '.join(missed)}; "
+               if section.targets else "")
+    print(f"\n{len(section.checks) - len(failed)}/{len(section.checks)} checks passed; {targets}"
+          f"{elapsed:.0f} s; load average at the end {os.getloadavg()}; results in "
+          f"{os.path.relpath(path)}")
+    return 1 if failed else 0
+

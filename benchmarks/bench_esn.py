@@ -29,8 +29,6 @@ if __name__ == "__main__" and not any(v in os.environ for v in (
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"   # as run.py: one BLAS thread, set before NumPy loads
 
-import datetime  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -44,7 +42,7 @@ from microgradrnn.esn import EchoStateNetwork, nrmse, ridge_regression  # noqa: 
 from microgradrnn.esn_experiments import (HORIZON, PRESETS, mackey_glass_nrmse84,  # noqa: E402
                                           squash, unsquash)
 from microgradrnn.tasks import mackey_glass_series  # noqa: E402
-from _common import Section, compare, machine_info, table  # noqa: E402
+from _common import Section, compare, run_alone, table  # noqa: E402
 
 PRESET = PRESETS["mackey-glass"]
 UNITS, WASHOUT, TRAIN, RUNS = (PRESET["reservoir"], PRESET["washout"], PRESET["train_steps"],
@@ -248,27 +246,7 @@ def run_esn(quick=False, reservoirs=None, budgets=None):
 
 
 def main(argv):
-    quick = "--quick" in argv
-    info = machine_info(os.path.dirname(HERE))
-    print("microgradrnn echo state network benchmark" + (" (--quick)" if quick else ""))
-    for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpus_usable", "load_average",
-                "thread_env"):
-        print(f"  {key:13s} {info[key]}")
-    started = time.perf_counter()
-    section = run_esn(quick)
-    elapsed = time.perf_counter() - started
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", f"esn-{stamp}{'-quick' if quick else ''}.json")
-    with open(path, "w") as f:
-        json.dump({"timestamp": stamp, "quick": quick, "machine": info, "seconds": elapsed,
-                   "section": section.as_dict()}, f, indent=1, default=str)
-    failed = [c for c in section.checks if not c["ok"]]
-    missed = [t["name"] for t in section.targets if not t["ok"]]
-    print(f"\n{len(section.checks) - len(failed)}/{len(section.checks)} checks passed; targets "
-          f"{'all met' if not missed else 'MISSED: ' + ', '.join(missed)}; {elapsed:.0f} s; "
-          f"load average at the end {os.getloadavg()}; results in {os.path.relpath(path)}")
-    return 1 if failed else 0
+    return run_alone("echo state network", "esn", run_esn, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ if __name__ == "__main__" and not any(v in os.environ for v in (
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"   # as run.py: one BLAS thread, set before NumPy loads
 
-import datetime  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -41,7 +40,7 @@ if HERE not in sys.path:
 import microgradrnn as mg  # noqa: E402
 from microgradrnn.rtrl import RTRL  # noqa: E402
 from _bptt_common import MB, peak_rss, reset_peak_rss  # noqa: E402
-from _common import Section, machine_info, table  # noqa: E402
+from _common import Section, run_alone, table  # noqa: E402
 
 D, V, K = 4, 4, 10
 METHODS = ("full", "truncated", "rtrl")
@@ -263,25 +262,7 @@ def run_rtrl(quick=False, out_dir=None):
 
 
 def main(argv):
-    quick = "--quick" in argv
-    info = machine_info(os.path.dirname(HERE))
-    print("microgradrnn RTRL benchmark" + (" (--quick)" if quick else ""))
-    for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpus_usable", "load_average",
-                "thread_env"):
-        print(f"  {key:13s} {info[key]}")
-    started = time.perf_counter()
-    section = run_rtrl(quick)
-    elapsed = time.perf_counter() - started
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(HERE, "results", f"rtrl-{stamp}{'-quick' if quick else ''}.json")
-    with open(path, "w") as f:
-        json.dump({"timestamp": stamp, "quick": quick, "machine": info, "seconds": elapsed,
-                   "section": section.as_dict()}, f, indent=1, default=str)
-    failed = [c for c in section.checks if not c["ok"]]
-    print(f"\n{len(section.checks) - len(failed)}/{len(section.checks)} checks passed; "
-          f"{elapsed:.0f} s; load average at the end {os.getloadavg()}; "
-          f"results in {os.path.relpath(path)}")
-    return 1 if failed else 0
+    return run_alone("RTRL", "rtrl", run_rtrl, argv)
 
 
 if __name__ == "__main__":
