@@ -202,9 +202,13 @@ def main(argv=None):
     parser.add_argument("--only", default=None,
                         help="runs to do, e.g. '50:hf,50:sgd' (T:method; the mode's budgets)")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost section")
+    parser.add_argument("--curvature-batch", type=int, default=None,
+                        help=f"HF's curvature batch (default {HF_OPTIONS['curvature_batch']})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
+    if args.curvature_batch:
+        HF_OPTIONS["curvature_batch"] = args.curvature_batch
     runs = FULL_RUNS if args.full else QUICK_RUNS
     if args.only:
         wanted = {tuple(item.split(":")) for item in args.only.split(",")}
@@ -214,9 +218,10 @@ def main(argv=None):
     kind = "full" if args.full else "quick"
     os.makedirs(args.out, exist_ok=True)
     part = "-" + args.only.replace(":", "").replace(",", "-") if args.only else ""
+    part += f"-cb{args.curvature_batch}" if args.curvature_batch else ""
     path = os.path.join(args.out, f"hf-{stamp}-{kind}{part}.json")
     record = {"timestamp": stamp, "mode": kind, "command": " ".join(sys.argv), "machine": info,
-              "seed": args.seed, "runs": []}
+              "seed": args.seed, "hf_options": dict(HF_OPTIONS), "runs": []}
 
     def save(results):
         record["runs"] = results

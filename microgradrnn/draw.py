@@ -14,7 +14,8 @@ norm on a log scale, so gradients fading back in time show as fading edges.
 
 ``mg.draw(model)`` draws the rolled view instead: the cell once, with its state fed back to
 itself. Where a hidden state was cut with ``detach()`` (truncated BPTT), the drawing shows the
-cut. Rendering to files is :mod:`microgradrnn.render`.
+cut. How each node and edge looks, and the DOT text, is :mod:`microgradrnn.drawing_style`;
+rendering to files is :mod:`microgradrnn.render`.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from collections import defaultdict
 
 import graphviz
 import numpy as np
-from graphviz import quoting
 
+from . import drawing_style as style
 from .autodiff import enable_grad, untagged
 from .graph import ArrayInfo, forward_order, was_detached
 from .nn import RNN, Module, RNNModel
@@ -35,33 +36,6 @@ from .tensor import Tensor, tensor
 __all__ = ["draw", "draw_rolled", "Drawing", "MAX_NODES"]
 
 MAX_NODES = 2000  # the default guard: layouts of more nodes are slow and unreadable
-
-_STYLE = {  # the look of each kind of node (also the legend)
-    "parameter": dict(shape="box", style="rounded,filled", fillcolor="#cfe2f3",
-                      color="#3d85c6"),
-    "leaf": dict(shape="box", style="filled", fillcolor="#d9ead3", color="#6aa84f"),
-    "constant": dict(shape="box", style="filled", fillcolor="#f3f3f3", color="#999999",
-                     fontcolor="#555555", fontsize="10"),
-    "op": dict(shape="ellipse", style="filled", fillcolor="#ffffff", color="#444444"),
-    "output": dict(shape="doubleoctagon", style="filled", fillcolor="#fce5cd",
-                   color="#e69138"),
-    "detached": dict(shape="box", style="dashed,filled", fillcolor="#fde9e7",
-                     color="#cc0000", fontcolor="#990000"),
-    "step": dict(shape="box3d", style="filled", fillcolor="#fff2cc", color="#bf9000"),
-}
-_DESCRIBE = {
-    "parameter": "parameter (a leaf that training updates)",
-    "leaf": "leaf that requires grad (an input)",
-    "constant": "constant (no gradient)",
-    "op": "operation",
-    "output": "output",
-    "detached": "state cut by detach()",
-}
-_CUT_EDGE = dict(style="dashed", color="#cc0000", penwidth="2", arrowhead="tee",
-                 label="cut (detach)", fontcolor="#cc0000")
-_RECURRENT_EDGE = dict(style="dashed", color="#3d85c6", penwidth="2", constraint="false",
-                       fontcolor="#3d85c6")
-_SMALL = 4  # tensors with at most this many entries are summarised by their numbers
 
 
 class Drawing(graphviz.Digraph):
@@ -200,18 +174,18 @@ class _Builder:
         else:
             lines = [node.primitive.name]
             if node.primitive.name == "getitem":  # which slice: an LSTM's gates differ by it
-                lines[0] += " " + _index_text(node.saved[1])
+                lines[0] += " " + style.index_text(node.saved[1])
             if node in self.output_names:
                 lines[0] += f" → {self.output_names[node]}"
             elif kind == "output" and self.known[node].name:
                 lines[0] += f" → {self.known[node].name}"
-        lines.append(_shape_text(node.shape))
+        lines.append(style.shape_text(node.shape))
         if self.values:
             value = self.known[node].value if node in self.known else node.out
             if value is not None:
-                lines.append("value " + _summary(value))
+                lines.append("value " + style.summary(value))
         if self.grads and node.grad is not None:
-            lines.append("grad " + _summary(value_of(node.grad)))
+            lines.append("grad " + style.summary(value_of(node.grad)))
         return lines
 
     # -- collapsing by step --------------------------------------------------------------------
@@ -239,7 +213,8 @@ class _Builder:
     def build(self, title, rankdir, legend):
         graph = Drawing(name="microgradrnn", graph_attr=dict(
             rankdir=rankdir, fontname="Helvetica", newrank="true", compound="true",
-            **({"label": _label([title]), "labelloc": "t", "fontsize": "16"} if title else {})),
+            **({"label": style.label([title]), "labelloc": "t", "fontsize": "16"}
+               if title else {})),
             node_attr=dict(fontname="Helvetica", fontsize="11"),
             edge_attr=dict(fontname="Helvetica", fontsize="9", color="#555555"))
         clusters = defaultdict(list)  # t -> [(id, label lines, kind)]
@@ -283,7 +258,7 @@ class _Builder:
                 tail = node_id(parent)
                 g = grads_in.get(i)
                 if self.steps is None:
-                    edges.append((tail, head, {}, None if g is None else _norm(g), parent))
+                    edges.append((tail, head, {}, None if g is None else style.norm(g), parent))
                 elif tail != head:
                     entry = sums.setdefault((tail, head), [{}, 0, parent])
                     if g is not None:  # per receiving node, the sum of what it was sent
@@ -292,11 +267,11 @@ class _Builder:
         for (tail, head), (by_input, uses, parent) in sums.items():
             g = None  # the norm of everything sent from one box to the other
             if by_input:
-                g = math.sqrt(sum(_norm(v) ** 2 for v in by_input.values()))
+                g = math.sqrt(sum(style.norm(v) ** 2 for v in by_input.values()))
             attrs = ({"label": f"×{uses}"} if uses > 1 and self.kind(parent) != "parameter"
                      else {})
             edges.append((tail, head, attrs, g, parent))
-        scale = _GradientScale([norm for *_, norm, _ in edges if norm is not None])
+        scale = style.GradientScale([norm for *_, norm, _ in edges if norm is not None])
         shared = self._shared_parameters(edges)
         # a weight feeds every step: in a drawing by steps, let the steps, not the weights,
         # decide the layout (each weight's edges do not pull the steps towards it)
@@ -305,22 +280,23 @@ class _Builder:
                    if self.has_steps else set())
 
         for index, home in enumerate(_sorted_homes(clusters)):
-            _cluster(graph, f"cluster_t{index}", home, clusters[home])
+            style.cluster(graph, f"cluster_t{index}", home, clusters[home])
         for node_id_, lines, kind in outside:
-            graph.body.append(_node_line(node_id_, lines, kind))
+            graph.body.append(style.node_line(node_id_, lines, kind))
         for tail, head, attrs, norm, parent in edges:
             if parent in weights:
                 attrs = {**attrs, "constraint": "false"}
             if norm is not None:
                 attrs = {**attrs, **scale.style(norm)}
                 if parent in shared:  # at the arrow's head: the step it went to
-                    attrs["headlabel"] = _number(norm)
+                    attrs["headlabel"] = style.number(norm)
                     attrs["labelfontcolor"] = attrs["color"]
-            graph.body.append(_edge_line(tail, head, attrs))
+            graph.body.append(style.edge_line(tail, head, attrs))
         for new, old, text in self.recurrent:
-            graph.edge(self.ids[new], self.ids[old], label=_label([text]), **_RECURRENT_EDGE)
+            graph.edge(self.ids[new], self.ids[old], label=style.label([text]),
+                       **style.RECURRENT_EDGE)
         if legend:
-            _legend(graph, shown_kinds, scale)
+            style.legend(graph, shown_kinds, scale)
         return graph
 
     def _constant(self, node, i, head, place, constant_ids, edges):
@@ -335,16 +311,16 @@ class _Builder:
         if key not in constant_ids:
             constant_ids[key] = f"c{len(constant_ids)}"
             if cut:
-                lines = ["detached state", _shape_text(saved.shape), "(earlier steps cut off)"]
+                lines = ["detached state", style.shape_text(saved.shape), "(earlier steps cut off)"]
             elif np.ndim(saved) == 0 and not isinstance(saved, ArrayInfo) and saved is not None:
-                lines = [_number(float(np.real(saved)))]  # a literal: 1.0 in 1 - z
+                lines = [style.number(float(np.real(saved)))]  # a literal: 1.0 in 1 - z
             elif type(saved) is np.ndarray and saved.size == 1:
-                lines = [_number(saved.item())]
+                lines = [style.number(saved.item())]
             else:
                 shape = getattr(saved, "shape", None)
-                lines = ["constant"] + ([_shape_text(shape)] if shape is not None else [])
+                lines = ["constant"] + ([style.shape_text(shape)] if shape is not None else [])
             place(constant_ids[key], lines, "detached" if cut else "constant", home)
-        edges.append((constant_ids[key], head, dict(_CUT_EDGE) if cut else {}, None, None))
+        edges.append((constant_ids[key], head, dict(style.CUT_EDGE) if cut else {}, None, None))
 
     def _shared_parameters(self, edges):
         uses = defaultdict(int)
@@ -356,16 +332,6 @@ class _Builder:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def _cluster(graph, name, t, members):
-    """One time step's box and its nodes."""
-    with graph.subgraph(name=name) as cluster:
-        cluster.attr(label=_label([f"t = {t}"]),
-                     style="rounded,filled", fillcolor="#fafafa", color="#b7b7b7",
-                     fontcolor="#666666")
-        for node_id, lines, kind in members:
-            cluster.body.append(_node_line(node_id, lines, kind))
-
 
 def _time(node):
     return node.tags.get("t") if node.tags else None
@@ -423,119 +389,3 @@ def _edge_gradients(recorded):
     return result
 
 
-def _norm(g):
-    g = np.asarray(g)
-    return math.sqrt(float(np.vdot(g, g))) if g.size else 0.0
-
-
-class _GradientScale:
-    """Edge colour and width from a gradient norm, on a log scale between the smallest and
-    the largest non-zero norm of the drawing (zero gradients are dotted)."""
-
-    _PALE, _STRONG = (0xd5, 0xd5, 0xd5), (0xb1, 0x0d, 0x1a)
-
-    def __init__(self, norms):
-        positive = [n for n in norms if 0 < n < math.inf]
-        self.low = min(positive) if positive else None
-        self.high = max(positive) if positive else None
-
-    def fraction(self, norm):
-        if self.low is None or self.high <= self.low:
-            return 1.0
-        return min(1.0, max(0.0, math.log(norm / self.low) / math.log(self.high / self.low)))
-
-    def style(self, norm):
-        if not norm > 0:
-            return dict(style="dotted", color="#%02x%02x%02x" % self._PALE, penwidth="0.6")
-        if norm == math.inf or norm != norm:
-            return dict(color="#7f00ff", penwidth="5")  # inf or nan: cannot be missed
-        f = self.fraction(norm)
-        rgb = (round(a + f * (b - a)) for a, b in zip(self._PALE, self._STRONG))
-        return dict(color="#%02x%02x%02x" % tuple(rgb), penwidth=f"{0.6 + 4.4 * f:.2f}")
-
-
-def _legend(graph, kinds, scale):
-    with graph.subgraph(name="cluster_legend") as legend:
-        legend.attr(label="legend", style="rounded", color="#cccccc", fontcolor="#666666")
-        previous = None
-        for kind in _DESCRIBE:
-            if kind in kinds:
-                legend.node(f"legend_{kind}", _DESCRIBE[kind], **_STYLE[kind])
-                if previous is not None:  # stack the legend's boxes
-                    legend.edge(previous, f"legend_{kind}", style="invis")
-                previous = f"legend_{kind}"
-        if scale.low is not None:
-            text = [f"edges: |gradient| on a log scale,",
-                    f"{_number(scale.low)} (thin, pale) to {_number(scale.high)} (thick, red)"]
-            legend.node("legend_gradient", _label(text), shape="plaintext")
-
-
-# Nodes and edges are written as DOT lines straight into the Digraph's ``body`` (its verbatim
-# source lines), quoted by graphviz's own functions: the same text ``Digraph.node`` and
-# ``Digraph.edge`` write, without re-quoting a kind's fixed style for every one of 10,000 nodes.
-_KIND_ATTRS = {kind: quoting.a_list(kwargs=style) for kind, style in _STYLE.items()}
-
-
-def _node_line(node_id, lines, kind):
-    return f"\t{node_id} [label={quoting.quote(_label(lines))} {_KIND_ATTRS[kind]}]\n"
-
-
-def _edge_line(tail, head, attrs):
-    """Edge attributes are this module's own words, numbers and colours; only a label (which
-    may carry a user's text) goes through graphviz's quoting."""
-    if not attrs:
-        return f"\t{tail} -> {head}\n"
-    written = " ".join(f"{key}={quoting.quote(value)}" if key == "label" else f'{key}="{value}"'
-                       for key, value in attrs.items())
-    return f"\t{tail} -> {head} [{written}]\n"
-
-
-def _index_text(index):
-    """``x[:, 4:8]``'s index as ``[:, 4:8]`` (an index array as ``[array (3,)]``)."""
-    def one(i):
-        if isinstance(i, slice):
-            text = ("" if i.start is None else str(i.start)) + ":" + (
-                "" if i.stop is None else str(i.stop))
-            return text + (f":{i.step}" if i.step is not None else "")
-        if i is None:
-            return "None"
-        if i is Ellipsis:
-            return "..."
-        if isinstance(i, np.ndarray) and i.ndim > 0:
-            return f"array {_shape_text(i.shape)}"
-        return str(i)
-    parts = index if isinstance(index, tuple) else (index,)
-    return "[" + ", ".join(one(i) for i in parts) + "]"
-
-
-def _shape_text(shape):
-    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _number(x):
-    return f"{x:.3g}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
-
-
-def _summary(value):
-    value = np.asarray(value)
-    if value.size <= _SMALL:
-        return "[" + ", ".join(_number(float(v)) for v in value.ravel()) + "]"
-    return (f"‖·‖={_number(float(np.linalg.norm(value)))} min={_number(float(value.min()))} "
-            f"max={_number(float(value.max()))}")
-
-
-def _safe(text):
-    """One line of a label as DOT text: characters that cannot print (a tab, a NUL) are
-    spelled out, and backslashes, quotes and ``<...>`` lose their DOT meaning."""
-    text = str(text)
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return graphviz.escape(text)
-
-
-def _label(lines):
-    """A multi-line label: each line made safe, then joined with DOT's line break."""
-    parts = []
-    for line in lines:
-        parts.extend(str(line).splitlines() or [""])
-    return graphviz.nohtml("\\n".join(_safe(part) for part in parts))
