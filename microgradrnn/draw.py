@@ -246,6 +246,7 @@ class _Builder:
             return self.ids[node]
 
         sums = {}  # collapsed edges: (tail, head) -> [gradient total per input node, uses]
+        steps_using = defaultdict(set)  # leaf -> the time steps of its consumers
         for node in self.order:
             if node.primitive is None:
                 continue
@@ -255,6 +256,8 @@ class _Builder:
                 if parent is None:
                     self._constant(node, i, head, place, constant_ids, edges)
                     continue
+                if parent.primitive is None:
+                    steps_using[parent].add(_time(node))
                 tail = node_id(parent)
                 g = grads_in.get(i)
                 if self.steps is None:
@@ -273,11 +276,10 @@ class _Builder:
             edges.append((tail, head, attrs, g, parent))
         scale = style.GradientScale([norm for *_, norm, _ in edges if norm is not None])
         shared = self._shared_parameters(edges)
-        # a weight feeds every step: in a drawing by steps, let the steps, not the weights,
-        # decide the layout (each weight's edges do not pull the steps towards it)
-        weights = ({parent for *_, parent in edges
-                    if parent is not None and self.kind(parent) == "parameter"}
-                   if self.has_steps else set())
+        # a weight used at several steps: let the steps, not the weight, decide the layout
+        # (its edges do not pull every step towards one place)
+        weights = {leaf for leaf, times in steps_using.items()
+                   if len(times) > 1 and self.kind(leaf) == "parameter"}
 
         for index, home in enumerate(_sorted_homes(clusters)):
             style.cluster(graph, f"cluster_t{index}", home, clusters[home])
