@@ -1,6 +1,8 @@
 """Independent references for the tests, written by hand from published equations (not from
-the engine), and a spy that records what an optimizer is handed."""
+the engine), a spy that records what an optimizer is handed, and the scalar linear RNN worked by hand."""
 import numpy as np
+
+import microgradrnn as mg
 
 
 class GradientSpy:
@@ -42,3 +44,20 @@ def min_char_rnn_gradient(inputs, targets, hprev, Wxh, Whh, Why, bh, by, vocab):
         dWhh += dhraw @ hs[t - 1].T
         dhnext = Whh.T @ dhraw
     return loss, grads
+
+
+class ScalarLinear(mg.nn.Module):
+    """x_t = w x_(t-1), x_0 = 0.9, w = 0.2 (the example of the RNN/BPTT issue):
+    dx_t/dw = t w^(t-1) x_0 (0.9, 0.36, 0.108), the gradient of x_3 truncated to 1, 2, 3 steps
+    back is 0.036, 0.072, 0.108. A model with ``step`` and ``initial_state``, as RNNModel."""
+
+    def __init__(self):
+        self.w = mg.Parameter(0.2, name="w")
+
+    def initial_state(self, batch):
+        return mg.tensor(0.9)
+
+    def step(self, x, state, t):
+        with mg.scope(t=t):
+            state = self.w * state
+        return state, state

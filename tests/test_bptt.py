@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import microgradrnn as mg
-from references import GradientSpy
+from references import GradientSpy, ScalarLinear
 from microgradrnn.bptt import TruncatedBPTT, checkpointed_loss, contributions
 from microgradrnn.nn import GRUCell, LSTMCell, RNN, RNNCell, RNNModel
 from microgradrnn.testing.strategies import rnn_configs
@@ -142,21 +142,6 @@ def test_sequence_loss_picks_the_steps_it_is_told():
 
 
 # -- truncated BPTT ----------------------------------------------------------------------------
-
-class ScalarLinear(mg.nn.Module):
-    """x_t = w x_(t-1), x_0 = 0.9: the example of the issue (w = 0.2)."""
-
-    def __init__(self):
-        self.w = mg.Parameter(0.2, name="w")
-
-    def initial_state(self, batch):
-        return mg.tensor(0.9)
-
-    def step(self, x, state, t):
-        with mg.scope(t=t):
-            state = self.w * state
-        return state, state
-
 
 def _last_step_loss(T):
     return lambda output, target: output * target

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import microgradrnn as mg
-from references import GradientSpy
+from references import GradientSpy, ScalarLinear
 from microgradrnn.autodiff import forward_pass
 from microgradrnn.graph import forward_order
 from microgradrnn.nn import GRUCell, LSTMCell, RNNCell, RNNModel
@@ -29,20 +29,6 @@ def _model(kind, D, H, V, seed):
 
 
 # -- a hand-derived case -----------------------------------------------------------------------
-
-class ScalarLinear(mg.nn.Module):
-    """x_t = w x_(t-1), x_0 = 0.9, w = 0.2: dx_t/dw = t w^(t-1) x_0 (0.9, 0.36, 0.108)."""
-
-    def __init__(self):
-        self.w = mg.Parameter(0.2, name="w")
-
-    def initial_state(self, batch):
-        return mg.tensor(0.9)
-
-    def step(self, x, state, t):
-        state = self.w * state
-        return state, state
-
 
 def test_the_scalar_linear_rnn_by_hand():
     model = ScalarLinear()
