@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import defprimitive, shape_of, value_of
+from .elementwise import exp
 from .reduce import _logsumexp, normalize_axes, sum as reduce_sum
 from .shape import reshape
 
@@ -48,9 +49,19 @@ def _target_distribution(targets, shape, dtype):
     return targets
 
 
-def _softmax_minus_targets(x, targets):
-    """softmax(x) - p over the last axis: the derivative of the cross-entropy."""
-    probabilities = softmax(x)
+def _target_term(x, targets):
+    """sum_c p_c x_c per row: the target's logit (or the p-weighted mean of the logits)."""
+    return x[targets] if isinstance(targets, tuple) else reduce_sum(x * targets, -1)
+
+
+def _softmax_minus_targets(out, x, targets):
+    """softmax(x) - p over the last axis: the derivative of the cross-entropy.
+
+    The forward pass already found logsumexp(x) = out + sum_c p_c x_c, stably, so the softmax
+    is one exponential, exp(x - logsumexp(x)) (never above 1): no second max, sum or division
+    over the (rows, classes) array."""
+    lse = out + _target_term(x, targets)
+    probabilities = exp(x - reshape(lse, shape_of(lse) + (1,)))
     return probabilities - _target_distribution(targets, shape_of(x), value_of(probabilities).dtype)
 
 
@@ -60,10 +71,11 @@ def _forward(x, targets):
 
 
 softmax_cross_entropy = defprimitive(
-    _forward, name="softmax_cross_entropy", saves="v", saves_out=False,
+    _forward, name="softmax_cross_entropy", saves="v", saves_out=True,
     doc="softmax_cross_entropy(x, targets) = logsumexp(x) - sum_c p_c x_c per row (last axis); "
         "d/dx = softmax(x) - p. targets: an index tuple picking each row's class, or "
         "probabilities of x's shape",
     vjp=lambda g, out, x, targets: (
-        reshape(g, shape_of(g) + (1,)) * _softmax_minus_targets(x, targets)),
-    jvp=lambda x_dot, out, x, targets: reduce_sum(x_dot * _softmax_minus_targets(x, targets), -1))
+        reshape(g, shape_of(g) + (1,)) * _softmax_minus_targets(out, x, targets)),
+    jvp=lambda x_dot, out, x, targets: reduce_sum(
+        x_dot * _softmax_minus_targets(out, x, targets), -1))
