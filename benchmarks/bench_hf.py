@@ -32,9 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-if __name__ == "__main__":   # one BLAS thread unless told otherwise (see run.py), before NumPy
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+if __name__ == "__main__":  # as run.py: one BLAS thread, set before NumPy loads
+    from _threads import one_blas_thread
+    one_blas_thread()
 
 import numpy as np  # noqa: E402
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and not any(v in os.environ for v in (
-        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = "1"   # as run.py: one BLAS thread, set before NumPy loads
+if __name__ == "__main__":  # as run.py: one BLAS thread, set before NumPy loads
+    from _threads import one_blas_thread
+    one_blas_thread()
 
 import gc  # noqa: E402
 import json  # noqa: E402
