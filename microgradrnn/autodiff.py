@@ -25,7 +25,7 @@ import numpy as np
 
 from .graph import Node, backward_order, nodes_leading_to, state
 from .ops import _core
-from .ops._core import check_cotangent, shape_of
+from .ops._core import check_cotangent, shape_of, spread_tangent, unbroadcast, unspread
 
 __all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
            "is_grad_enabled", "scope", "untagged", "detect_anomaly", "record_edge_grads", "EdgeGrad"]
@@ -90,12 +90,19 @@ def _freeze(value):
 
 def _traced(node):
     """The node's output and arguments as Tensors on the graph (for create_graph), so that
-    the rules evaluated on them are recorded in turn."""
+    the rules evaluated on them are recorded in turn. An input that the op broadcast is
+    broadcast again, on the graph, from its own array."""
     wrap = _core.Tensor._wrap
-    parents, saved = node.parents, node.saved
-    args = tuple(wrap(a, p) if p is not None and type(a) is np.ndarray else a
-                 for p, a in zip(parents, saved)) + saved[len(parents):]
-    return (None if node.out is None else wrap(node.out, node)), args
+    parents, saved, spread = node.parents, node.saved, node.spread
+    args = []
+    for i, (parent, a) in enumerate(zip(parents, saved)):
+        if parent is not None and type(a) is np.ndarray:
+            if spread is not None and spread[i] is not None:
+                a = _core.broadcast_to(wrap(unspread(a, spread[i]), parent), node.shape)
+            else:
+                a = wrap(a, parent)
+        args.append(a)
+    return (None if node.out is None else wrap(node.out, node)), (*args, *saved[len(parents):])
 
 
 def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
@@ -113,9 +120,13 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
     for out, seed in zip(outputs, seeds):
         grads[out] = seed if out not in grads else grads[out] + seed
     reached = {}
+    if wanted is None and not create_graph and not state.detect_anomaly and _recorder is None:
+        _plain_walk(order, grads, owned, reached)
+        return reached
     check = state.detect_anomaly
+    pop = grads.pop
     for node in order:
-        g = grads.pop(node, None)
+        g = pop(node, None)
         if g is None:
             continue  # nothing flows here, or this branch leads to no wanted node
         primitive = node.primitive
@@ -127,16 +138,54 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
             out, args = _traced(node)
         else:
             out, args = node.out, node.saved
-        vjps = primitive.vjps
-        for i, parent in enumerate(node.parents):
+        spread = node.spread
+        for i, (parent, vjp) in enumerate(zip(node.parents, primitive.vjps)):
             if parent is not None and (leading is None or parent in leading):
-                g_input = vjps[i](g, out, *args)
+                g_input = vjp(g, out, *args)
+                if spread is not None and spread[i] is not None:
+                    g_input = unbroadcast(g_input, spread[i])
                 if check:
                     check_cotangent(g_input, node, i)
                 if create_graph:
                     _freeze(g_input)
                 send(grads, node, parent, g_input, owned)
     return reached
+
+
+def _plain_walk(order, grads, owned, reached):
+    """The loop of :func:`backward_pass` for its most common call (an ordinary
+    ``loss.backward()``: every branch, raw arrays, no anomaly checks, no edge recording),
+    with those choices taken once instead of at every node: the same steps as the general
+    loop, with :func:`send`'s sum written in place (this loop runs once per edge of the
+    graph, and a function call there is a measurable share of a small model's backward)."""
+    pop, get = grads.pop, grads.get
+    for node in order:
+        g = pop(node, None)
+        if g is None:
+            continue
+        primitive = node.primitive
+        if primitive is None:
+            reached[node] = g
+            continue
+        if node.retains_grad:
+            reached[node] = g
+        out, args, spread, vjps = node.out, node.saved, node.spread, primitive.vjps
+        i = -1
+        for parent in node.parents:
+            i += 1
+            if parent is not None:
+                g_input = vjps[i](g, out, *args)
+                if spread is not None and spread[i] is not None:
+                    g_input = unbroadcast(g_input, spread[i])
+                previous = get(parent)
+                if previous is None:
+                    grads[parent] = g_input
+                elif parent in owned:
+                    previous += g_input
+                else:
+                    total = grads[parent] = previous + g_input
+                    if type(total) is np.ndarray:
+                        owned.add(parent)
 
 
 def forward_pass(order, seeds, create_graph=False):
@@ -155,6 +204,11 @@ def forward_pass(order, seeds, create_graph=False):
                 break
         else:
             continue  # no input carries a tangent: this node's tangent is zero
+        spread = node.spread
+        if spread is not None:
+            node_tangents = tuple(t if t is None or own is None else
+                                  spread_tangent(t, own, node.shape)
+                                  for t, own in zip(node_tangents, spread))
         if create_graph:
             out, args = _traced(node)
         else:

@@ -47,15 +47,19 @@ class Node:
       read its values, its :class:`ArrayInfo` when they need only its shape, None when they never
       look at it; then the static parameters (an axis, a shape, an index);
     * ``out``: the output array when the rules read it, else None;
+    * ``spread``: None, or one entry per input: the input's own shape where an elementwise op
+      broadcast it to the result's shape (the engine sums its cotangent back to that shape and
+      broadcasts its tangent forward), None where it was not broadcast;
     * ``shape``, ``dtype``: of the value; ``tags``: the scope tags; ``serial``: the creation
       number (a node is always created after its inputs);
     * ``grad``: filled by ``backward`` on leaves and on nodes that asked (``retains_grad``).
     """
 
     __slots__ = ("primitive", "parents", "saved", "out", "shape", "dtype", "tags", "serial",
-                 "grad", "name", "retains_grad", "origin", "__weakref__")
+                 "spread", "grad", "name", "retains_grad", "origin", "__weakref__")
 
-    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, name=None):
+    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, name=None,
+                 spread=None):
         self.serial = next_serial()
         self.primitive = primitive
         self.parents = parents
@@ -64,6 +68,7 @@ class Node:
         self.shape = shape
         self.dtype = dtype
         self.tags = tags
+        self.spread = spread
         self.grad = None
         self.name = name
         self.retains_grad = False
@@ -110,16 +115,17 @@ def backward_order(outputs) -> list:
     which is the order reverse mode needs (a node's cotangent is complete, the sum over all its
     consumers, before it is passed on). The search is an explicit stack, never recursion.
     """
-    seen = set(outputs)
-    found = list(dict.fromkeys(outputs))
-    stack = list(found)
+    seen = {None, *outputs}  # None (a constant input) counts as seen: it is never walked
+    stack = list(seen - {None})
+    pop, push, mark = stack.pop, stack.append, seen.add
     while stack:
-        for parent in stack.pop().parents:
-            if parent is not None and parent not in seen:
-                seen.add(parent)
-                found.append(parent)
-                stack.append(parent)
-    found.sort(key=_serial_of, reverse=True)  # nearly sorted already: a depth-first search
+        for parent in pop().parents:
+            if parent not in seen:
+                mark(parent)
+                push(parent)
+    seen.discard(None)
+    found = list(seen)
+    found.sort(key=_serial_of, reverse=True)
     return found
 
 

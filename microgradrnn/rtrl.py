@@ -42,7 +42,7 @@ __all__ = ["RTRL", "BATCHED_JVP_RULES"]
 # and getitem line the tangent's trailing axes up with x's. Rules that name axes (sum, reshape,
 # transpose, softmax, concatenate) count them from x's first axis, so they are not here.
 BATCHED_JVP_RULES = frozenset({"add", "sub", "mul", "div", "pow", "exp", "log", "tanh",
-                               "sigmoid", "maximum", "minimum", "where", "matmul",
+                               "sigmoid", "maximum", "minimum", "where", "matmul", "affine",
                                "broadcast_to", "getitem"})
 
 

@@ -164,6 +164,7 @@ JVP_CASES = {
     "where": ([(3, 4), (4,)], lambda x, y: mg.where(np.arange(12).reshape(3, 4) % 3 == 0, x, y)),
     "matmul": ([(2, 3), (3, 4)], lambda x, y: x @ y),
     "matmul, batched": ([(5, 2, 3), (3, 4)], lambda x, y: x @ y),
+    "affine": ([(2, 3), (3, 4), (4,)], lambda x, W, b: mg.affine(x, W, b)),
     "getitem (..., slice)": ([(2, 8)], lambda x: x[..., 2:5]),
     "getitem ids": ([(5, 3)], lambda x: x[np.array([4, 0, 4])]),
     "getitem separated": ([(4, 3, 5)], lambda x: x[np.array([0, 3]), :, np.array([1, 4])]),

@@ -3,13 +3,17 @@ the unrolled graph shows every one of them.
 
 The ``x @ W`` convention: weights are (inputs, outputs). Gates are stacked along the last axis
 in PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n), so PyTorch's ``weight_ih`` is our
-``W_ih.T``; :meth:`load_torch_weights` does the conversion. Where PyTorch has two biases that
+``W_ih.T``; :meth:`load_torch_weights` does the conversion. ``x W + b`` is written
+``affine(x, W, b)``: one node instead of two (see :func:`microgradrnn.ops.affine`), and no
+``ndarray @ Tensor``, which reaches us only through NumPy's ufunc override protocol and costs
+more than the product itself at small sizes (the input is often a raw NumPy array). Where PyTorch has two biases that
 are only ever added (RNN, LSTM) we keep their sum, ``b``.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..ops import affine
 from ..tensor import Parameter, tensor
 from .layers import uniform_init
 from .module import Module
@@ -67,7 +71,7 @@ class RNNCell(_Cell):
         self.b = self._bias()
 
     def forward(self, x, h):
-        return (x @ self.W_xh + h @ self.W_hh + self.b).tanh()
+        return (affine(x, self.W_xh, self.b) + h @ self.W_hh).tanh()
 
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.RNNCell`` arrays: W_xh = weight_ih.T, W_hh = weight_hh.T,
@@ -96,7 +100,7 @@ class LSTMCell(_Cell):
     def forward(self, x, state):
         h, c = state
         H = self.hidden_size
-        gates = x @ self.W_ih + h @ self.W_hh + self.b
+        gates = affine(x, self.W_ih, self.b) + h @ self.W_hh
         i = gates[..., 0 * H:1 * H].sigmoid()
         f = gates[..., 1 * H:2 * H].sigmoid()
         g = gates[..., 2 * H:3 * H].tanh()
@@ -137,8 +141,8 @@ class GRUCell(_Cell):
 
     def forward(self, x, h):
         H = self.hidden_size
-        gi = x @ self.W_ih + self.b_ih
-        gh = h @ self.W_hh + self.b_hh
+        gi = affine(x, self.W_ih, self.b_ih)
+        gh = affine(h, self.W_hh, self.b_hh)
         r = (gi[..., 0 * H:1 * H] + gh[..., 0 * H:1 * H]).sigmoid()
         z = (gi[..., 1 * H:2 * H] + gh[..., 1 * H:2 * H]).sigmoid()
         n = (gi[..., 2 * H:3 * H] + r * gh[..., 2 * H:3 * H]).tanh()

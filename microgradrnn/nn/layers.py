@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops import affine, matmul
 from ..tensor import Parameter
 from .module import Module
 
@@ -27,8 +28,9 @@ class Linear(Module):
                   if bias else None)
 
     def forward(self, x):
-        y = x @ self.W
-        return y if self.b is None else y + self.b
+        # affine: one node for x W + b (see cells.py); matmul(x, W), not x @ W, because x may
+        # be a raw array, and ndarray @ Tensor goes through NumPy's ufunc override protocol
+        return matmul(x, self.W) if self.b is None else affine(x, self.W, self.b)
 
 
 class Embedding(Module):

@@ -41,6 +41,7 @@ class RNN(Module):
         steps = len(xs)
         if steps == 0:
             raise ValueError("RNN: the sequence is empty (T = 0)")
+        xs = read_only_sequence(xs)
         state = self.cell.initial_state(shape_of(xs[0])[0]) if h0 is None else h0
         hs = []
         for t in range(steps):
@@ -52,8 +53,23 @@ class RNN(Module):
         """One step at absolute time ``t``: the cell's new state (kept as ``state`` where
         ``mask`` is false)."""
         with scope(t=t, module=self.tag):
-            new = self.cell(x, state)
-            return new if mask is None else carry_over(mask, new, state)
+            return self.step_in_scope(x, state, mask)
+
+    def step_in_scope(self, x, state, mask=None):
+        """:meth:`step` for a caller that has already entered the step's scope."""
+        new = self.cell(x, state)
+        return new if mask is None else carry_over(mask, new, state)
+
+
+def read_only_sequence(xs):
+    """A writable NumPy sequence copied once, read-only. A graph may keep each step's input,
+    and an op copies a writable constant before keeping it (so that changing it later cannot
+    change a gradient); one copy of the whole sequence makes every step's slice a read-only
+    view that is kept as it is."""
+    if type(xs) is np.ndarray and xs.flags.writeable:
+        xs = xs.copy()
+        xs.flags.writeable = False
+    return xs
 
 
 def carry_over(mask, new, old):
@@ -85,16 +101,16 @@ class RNNModel(Module):
         return self.rnn.cell.initial_state(batch)
 
     def step(self, x, state, t):
-        if self.embedding is not None:
-            with scope(t=t, module=self.rnn.tag):
+        rnn = self.rnn
+        with scope(t=t, module=rnn.tag):  # one scope for the whole step, head included
+            if self.embedding is not None:
                 x = self.embedding(x)
-        state = self.rnn.step(x, state, t)
-        with scope(t=t, module=self.rnn.tag):
-            output = self.head(self.rnn.cell.output(state))
-        return output, state
+            state = rnn.step_in_scope(x, state)
+            return self.head(rnn.cell.output(state)), state
 
     def forward(self, xs, h0=None, mask=None, t0=0):
         state = self.initial_state(shape_of(xs[0])[0]) if h0 is None else h0
+        xs = read_only_sequence(xs)
         outputs = []
         for t in range(len(xs)):
             output, new = self.step(xs[t], state, t0 + t)

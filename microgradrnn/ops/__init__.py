@@ -7,7 +7,7 @@ Tensor among its inputs it returns a Tensor.
 from ._core import AnomalyError, Primitive, apply, broadcast_to, defprimitive, value_of
 from .elementwise import (abs, add, clip, div, exp, log, maximum, minimum, mul, neg, pow, relu,
                           sigmoid, sqrt, sub, tanh, where)
-from .linalg import matmul
+from .linalg import affine, matmul
 from .softmax import softmax, softmax_cross_entropy
 from .reduce import logsumexp, max, mean, min, sum
 from .shape import (concatenate, expand_dims, getitem, reshape, scatter_add, split, squeeze, stack,
@@ -18,5 +18,5 @@ __all__ = ["AnomalyError", "Primitive", "apply", "defprimitive", "value_of",
            "abs", "sqrt", "maximum", "minimum", "where", "clip",
            "sum", "mean", "max", "min", "logsumexp",
            "reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
-           "getitem", "scatter_add", "concatenate", "stack", "split", "matmul",
+           "getitem", "scatter_add", "concatenate", "stack", "split", "matmul", "affine",
            "softmax", "softmax_cross_entropy"]

@@ -14,9 +14,13 @@ backward) they are plain NumPy; called with Tensors (``create_graph=True``) they
 graph, which is how every derivative is differentiable again with no extra code.
 
 Broadcasting is undone in one place. A primitive declared ``broadcasts=True`` is elementwise:
-when one of its recorded inputs has a smaller shape than the result, :func:`apply` records an
-explicit ``broadcast_to`` node in front of it, whose VJP is the sum that undoes the broadcast.
-So the elementwise rules only ever see inputs of the result's shape.
+when one of its recorded inputs has a smaller shape than the result, :func:`apply` notes that
+input's own shape in the node (``node.spread``), and the engine, not the rule, sums the input's
+cotangent back to that shape (:func:`unbroadcast`) and stretches its tangent forward
+(:func:`spread_tangent`). So the elementwise rules only ever see inputs of the result's shape,
+and a bias added at every time step costs one node per step, not two. (The explicit
+``broadcast_to`` primitive, whose VJP is the same sum, remains for users and for matmul's batch
+axes.)
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import numpy as np
 
 from ..graph import ArrayInfo, Node, state, user_frame
 
-__all__ = ["Primitive", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of"]
+__all__ = ["Primitive", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of",
+           "unbroadcast", "spread_tangent", "unspread"]
 
 # The concrete tensor class that op results are made of. It is defined in
 # ``microgradrnn.tensor``, a layer above this one, which registers it here on import
@@ -66,6 +71,12 @@ class Primitive:
         self.keeps = (tuple(saves) if saves and len(saves) == nin and nin
                       else None if nin is None else tuple((saves or "v") * nin))
         self.broadcasts = broadcasts
+        # For one or two recorded inputs that all keep their values, or all keep nothing, what
+        # apply keeps needs no per-input decision: () means "the arguments as they are", a
+        # tuple of Nones stands for the inputs.
+        kept = set(self.keeps or ())
+        self.plain_saved = (None if nin not in (1, 2) or len(kept) != 1 or kept == {"s"}
+                            else () if kept == {"v"} else (None,) * nin)
         self.__doc__ = doc or forward.__doc__
 
     def __call__(self, *args):
@@ -142,18 +153,39 @@ def _describe(args, nin):
 
 def apply(primitive, args, nin):
     """Run ``primitive`` on ``args`` (the first ``nin`` are its inputs): raw in, raw out;
-    Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on."""
-    values = parents = None
-    for i in range(nin):
-        a = args[i]
-        if isinstance(a, Tensor):
-            if values is None:
-                values = list(args)
-                parents = [None] * nin
-            values[i] = a._value
-            parents[i] = a.node
-    if values is None:  # no Tensor at all: the bare NumPy call
-        return primitive.forward(*args)
+    Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on.
+
+    This is the hot path of every recorded operation, so the common cases (one or two inputs)
+    are spelled out rather than looped over."""
+    if nin == 1:
+        x = args[0]
+        if not isinstance(x, Tensor):
+            return primitive.forward(*args)  # no Tensor at all: the bare NumPy call
+        parents = (x.node,)
+        values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
+    elif nin == 2:
+        x, y = args[0], args[1]
+        if isinstance(x, Tensor):
+            if isinstance(y, Tensor):
+                parents, values = (x.node, y.node), (x._value, y._value)
+            else:
+                parents, values = (x.node, None), (x._value, y)
+        elif isinstance(y, Tensor):
+            parents, values = (None, y.node), (x, y._value)
+        else:
+            return primitive.forward(*args)
+        if len(args) > 2:
+            values += args[2:]
+    else:
+        values, parents = list(args), [None] * nin
+        any_tensor = False
+        for i in range(nin):
+            a = args[i]
+            if isinstance(a, Tensor):
+                values[i], parents[i], any_tensor = a._value, a.node, True
+        if not any_tensor:
+            return primitive.forward(*args)
+        parents = tuple(parents)
     try:
         out = primitive.forward(*values)
     except (ValueError, TypeError, IndexError) as error:
@@ -165,36 +197,67 @@ def apply(primitive, args, nin):
         _check_finite(out, primitive, values, nin)
     if not recording.grad_enabled or parents.count(None) == nin:
         return Tensor._wrap(out, None)
-    keeps = primitive.keeps or (primitive.saves or "v") * nin
-    for i in range(nin):
-        keep, value, parent = keeps[i], values[i], parents[i]
-        if parent is not None and primitive.broadcasts and value.shape != out.shape:
-            parents[i], spread = _broadcast(args[i], out.shape, keep == "v")
-            values[i] = (spread if keep == "v" else
-                         ArrayInfo(out.shape, value.dtype) if keep == "s" else None)
-        elif keep == "v":
-            values[i] = value if parent is not None else _owned(value)
-        elif keep == "s":
-            values[i] = (ArrayInfo(value.shape, value.dtype) if type(value) is np.ndarray
-                         else ArrayInfo(np.shape(value), np.result_type(value)))
-        else:
-            values[i] = None
-    node = Node(primitive, tuple(parents), tuple(values), out if primitive.saves_out else None,
-                out.shape, out.dtype, recording.tags)
+    saved, spread = _kept(primitive, values, parents, out.shape, nin)
+    node = Node(primitive, parents, saved, out if primitive.saves_out else None,
+                out.shape, out.dtype, recording.tags, None, spread)
     if recording.detect_anomaly:
         node.origin = user_frame()
     return Tensor._wrap(out, node)
 
 
-def _broadcast(x, shape, need_value):
-    """Record ``broadcast_to(x, shape)`` in front of an elementwise op: the node, and the
-    broadcast view when the op's rules read it (otherwise the view is not even made)."""
-    if need_value:
-        spread = broadcast_to(x, shape)
-        return spread.node, spread._value
-    node = Node(broadcast_to, (x.node,), (ArrayInfo(x.shape, x.dtype), shape), None, shape,
-                x.dtype, state.tags)
-    return node, None
+def _kept(primitive, values, parents, shape, nin):
+    """(saved, spread) for a new node: what the rules will read of each input (its array, its
+    shape, or nothing, as ``primitive.keeps`` says; then the static parameters), and, for an
+    elementwise op, the shapes of the recorded inputs that broadcasting stretched to ``shape``.
+
+    A stretched input is not recorded as a node of its own: the engine sums its cotangent back
+    to its shape (:func:`unbroadcast`) and stretches its tangent (:func:`spread_tangent`), so
+    the rules only ever see inputs of the result's shape (the kept array is a broadcast view,
+    which costs no copy)."""
+    plain = primitive.plain_saved
+    if plain is not None and None not in parents and not (
+            primitive.broadcasts and (values[0].shape != shape
+                                      or (nin == 2 and values[1].shape != shape))):
+        # the common case, every input recorded at the result's shape, decided in one test
+        return (values if plain == () else plain + values[nin:]), None
+    keeps = primitive.keeps or (primitive.saves or "v") * nin
+    broadcasts = primitive.broadcasts
+    saved = list(values)
+    spread = None
+    for i in range(nin):
+        keep, value = keeps[i], values[i]
+        if parents[i] is None:
+            saved[i] = (_owned(value) if keep == "v" else
+                        _info(value) if keep == "s" else None)
+        elif broadcasts and value.shape != shape:
+            if spread is None:
+                spread = [None] * nin
+            spread[i] = value.shape
+            saved[i] = (np.broadcast_to(value, shape) if keep == "v" else
+                        ArrayInfo(shape, value.dtype) if keep == "s" else None)
+        elif keep != "v":
+            saved[i] = ArrayInfo(value.shape, value.dtype) if keep == "s" else None
+    return tuple(saved), (None if spread is None else tuple(spread))
+
+
+def _info(constant):
+    if type(constant) is np.ndarray:
+        return ArrayInfo(constant.shape, constant.dtype)
+    return ArrayInfo(np.shape(constant), np.result_type(constant))
+
+
+def spread_tangent(tangent, own_shape, shape):
+    """The tangent of an input of shape ``own_shape`` that an elementwise op broadcast to
+    ``shape``, stretched the same way (leading tangent-batch axes stay in front)."""
+    return _broadcast_to_jvp((tangent,), None, ArrayInfo(own_shape, None), shape)
+
+
+def unspread(view, own_shape):
+    """The array of shape ``own_shape`` behind a broadcast view of it (no copy)."""
+    lead = view.ndim - len(own_shape)
+    index = (0,) * lead + tuple(slice(0, 1) if n == 1 and m != 1 else slice(None)
+                                for n, m in zip(own_shape, view.shape[lead:]))
+    return view[index]
 
 
 def _owned(constant):
@@ -248,15 +311,16 @@ def check_cotangent(value, node, input_index):
         f"{made}")
 
 
-def _unbroadcast(g, shape):
+def unbroadcast(g, shape):
     """Sum ``g`` back down to ``shape``: over the leading axes broadcasting added, and (keeping
     them) over the axes where ``shape`` has 1. Written with methods that arrays and Tensors share."""
     lead = g.ndim - len(shape)
     if lead:
-        g = g.sum(axis=tuple(range(lead)))
-    ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-    if ones:
-        g = g.sum(axis=ones, keepdims=True)
+        g = g.sum(axis=0 if lead == 1 else tuple(range(lead)))
+    if 1 in shape:
+        ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+        if ones:
+            g = g.sum(axis=ones, keepdims=True)
     return g
 
 
@@ -276,7 +340,7 @@ def _broadcast_to_jvp(tangents, out, x, shape):
 broadcast_to = Primitive(
     "broadcast_to",
     lambda x, shape: np.broadcast_to(x, shape),
-    vjps=(lambda g, out, x, shape: _unbroadcast(g, shape_of(x)),),
+    vjps=(lambda g, out, x, shape: unbroadcast(g, shape_of(x)),),
     jvp=_broadcast_to_jvp, nin=1,
     saves="s", saves_out=False,
     doc="broadcast_to(x, shape): numpy broadcasting made explicit; its VJP sums the copies "

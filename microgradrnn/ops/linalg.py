@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import broadcast_to, defprimitive, shape_of
+from ._core import broadcast_to, defprimitive, shape_of, spread_tangent, unbroadcast
 from .shape import reshape
 
-__all__ = ["matmul"]
+__all__ = ["matmul", "affine"]
 
 
 def _t(a):
@@ -62,3 +62,38 @@ def matmul(x, y):
         out = reshape(out, out_shape[:-2] + out_shape[-2:-1] * (not x_vector)
                       + out_shape[-1:] * (not y_vector))
     return out
+
+
+def _affine_forward(x, W, b):
+    out = np.matmul(x, W)
+    if type(b) is np.ndarray and b.dtype == out.dtype:
+        out += b  # into the product's own new array: no second (B, out) array
+        return out
+    return out + b
+
+
+# x @ W + b as one node: every layer and every recurrent cell applies it at every time step,
+# and recording it once instead of twice (a matmul, then an add that broadcasts b) halves the
+# bookkeeping of the most frequent pair of operations. The rules are the two of matmul and the
+# broadcast sum of add.
+_affine = defprimitive(
+    _affine_forward, name="affine", saves="vvs", saves_out=False,
+    doc="affine(x, W, b) = x @ W + b for x (B, n), W (n, p), b (p,);  dx = g W^T,  dW = x^T g,  "
+        "db = sum of g over the rows",
+    vjp=(lambda g, out, x, W, b: g @ _t(W),
+         lambda g, out, x, W, b: _t(x) @ g,
+         lambda g, out, x, W, b: unbroadcast(g, shape_of(b))),
+    jvp=(lambda x_dot, out, x, W, b: x_dot @ W,
+         lambda W_dot, out, x, W, b: x @ W_dot,
+         lambda b_dot, out, x, W, b: spread_tangent(b_dot, shape_of(b),
+                                                  shape_of(x)[:-1] + shape_of(W)[1:])))
+
+
+def affine(x, W, b):
+    """``x @ W + b``: one recorded node when x is (B, n), W is (n, p) and b is (p,) (a layer
+    applied to a batch), else the matmul and the broadcasting add, with NumPy's rules."""
+    x_shape, W_shape, b_shape = shape_of(x), shape_of(W), shape_of(b)
+    if (len(x_shape) == 2 and len(W_shape) == 2 and b_shape == W_shape[1:]
+            and x_shape[1] == W_shape[0]):
+        return _affine(x, W, b)
+    return matmul(x, W) + b

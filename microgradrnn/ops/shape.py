@@ -232,6 +232,29 @@ def concatenate(xs, axis=0):
     return apply(concatenate_primitive, (*xs, axis, bounds), len(xs))
 
 
+def _stack_vjp(i, g, out, *args):
+    return _getitem(g, (slice(None),) * args[-1] + (i,))
+
+
+def _stack_jvp(tangents, out, *args):
+    *xs, axis = args
+    if all(t is None for t in tangents):
+        return None
+    dtype = next(np.result_type(value_of(t)) for t in tangents if t is not None)
+    parts = [t if t is not None else np.zeros(shape_of(x), dtype=dtype)
+             for t, x in zip(tangents, xs)]
+    return apply(stack_primitive, (*parts, axis), len(parts))
+
+
+# One node for the whole stack, not an expand_dims per input and a concatenate: a sequence
+# model stacks its T outputs once per forward pass.
+stack_primitive = Primitive(
+    "stack", lambda *args: np.stack(args[:-1], axis=args[-1]), vjps=_PerInput(_stack_vjp),
+    jvp=_stack_jvp, nin=None, saves="s", saves_out=False,
+    doc="stack(x_0, ..., x_n-1, axis): join along a new axis; the VJP of input i is g's "
+        "index i along that axis")
+
+
 def stack(xs, axis=0):
     """Join tensors of equal shape along a new axis."""
     xs = list(xs)
@@ -240,7 +263,8 @@ def stack(xs, axis=0):
     shapes = {shape_of(x) for x in xs}
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    return concatenate([expand_dims(x, axis) for x in xs], axis)
+    axis = normalize_axes(axis, len(shape_of(xs[0])) + 1, "stack")[0]
+    return apply(stack_primitive, (*xs, axis), len(xs))
 
 
 def split(x, indices_or_sections, axis=0):

@@ -228,6 +228,15 @@ def _matmul_calls(signature, min_dims=0, max_dims=0):
 
 
 @st.composite
+def _affine_calls(draw):
+    """x (m, n), W (n, p), b (p,): the fused primitive's own case (others fall back to matmul
+    and add, which have their own rows)."""
+    m, n, p = (draw(st.integers(1, 4)) for _ in range(3))
+    return Call((draw(float_arrays((m, n))), draw(float_arrays((n, p))),
+                 draw(float_arrays((p,)))), {})
+
+
+@st.composite
 def _cross_entropy_calls(draw, probabilities):
     shape = draw(small_shapes(min_dims=1))  # the last axis holds the classes
     logits = draw(float_arrays(shape, low=-3.0, high=3.0))
@@ -384,6 +393,8 @@ OP_CASES = (
     OpCase("matmul_batched", mg.matmul, _matmul_reference,
            _matmul_calls(np.matmul.signature, min_dims=1, max_dims=2),
            domain="batch axes that broadcast, 1-D operands included"),
+    OpCase("affine", mg.affine, lambda x, W, b: np.einsum("mn,np->mp", x, W) + b,
+           _affine_calls()),
     # functional
     OpCase("softmax", F.softmax, _softmax_reference, _axis_calls(_reals)),
     OpCase("log_softmax", F.log_softmax, _log_softmax_reference, _axis_calls(_reals)),
