@@ -133,17 +133,15 @@ class _Instrumented:
     breakdown only: the timers add a fraction of a microsecond per call).
 
     Forward calls made from inside a VJP rule (rules are written with the package's ops) count
-    as the rule's time, not the forward's. ``send`` (the engine's fan-in sum of cotangents) is
-    timed too.
+    as the rule's time, not the forward's. The fan-in sums of cotangents are not timed apart:
+    an ordinary backward pass does them inline in its walk (``autodiff._plain_walk``).
     """
 
     def __init__(self):
         self.forward = {}   # primitive name: seconds in its forward (NumPy) function
         self.vjp = {}       # primitive name: seconds in its VJP rules
-        self.send = 0.0     # seconds in autodiff.send (the fan-in sums and their bookkeeping)
         self._in_rule = False
         self._saved = []
-        self._send = None
 
     @staticmethod
     def primitives():
@@ -184,16 +182,6 @@ class _Instrumented:
         return timed
 
     def __enter__(self):
-        from microgradrnn import autodiff
-        self._send = send = autodiff.send
-
-        def timed_send(*args):
-            t = time.perf_counter()
-            try:
-                return send(*args)
-            finally:
-                self.send += time.perf_counter() - t
-        autodiff.send = timed_send
         for prim in self.primitives():
             self._saved.append((prim, prim.forward, prim.vjps))
             prim.forward = self._wrap_forward(prim, prim.forward)
@@ -205,8 +193,6 @@ class _Instrumented:
         return self
 
     def __exit__(self, *exc):
-        from microgradrnn import autodiff
-        autodiff.send = self._send
         for prim, forward, vjps in self._saved:
             prim.forward, prim.vjps = forward, vjps
         self._saved = []
@@ -223,7 +209,7 @@ class _TimedRules:
 def _breakdown(section, name, s, quick):
     """Where the engine's extra time goes at one size, in rounds of four calls timed back to
     back (order rotated each round; the garbage collector on): an instrumented engine step
-    (every primitive's forward and VJP rules timed, and the engine's ``send``; the wall time
+    (every primitive's forward and VJP rules timed; the wall time
     of its forward and of its backward), the hand-written forward, the hand-written backward,
     and the plain engine step. What the engine's phases take beyond the NumPy work inside
     them is its own work: recording nodes, the nn modules and scopes; the graph walk and the
@@ -235,7 +221,7 @@ def _breakdown(section, name, s, quick):
 
     def engine_instrumented():
         with timer, _GCTimer() as gc_timer:
-            f0, v0, s0 = sum(timer.forward.values()), sum(timer.vjp.values()), timer.send
+            f0, v0 = sum(timer.forward.values()), sum(timer.vjp.values())
             t0 = time.perf_counter()
             loss = s.forward()
             t1 = time.perf_counter()
@@ -243,7 +229,7 @@ def _breakdown(section, name, s, quick):
             s.backward(loss)
             t2 = time.perf_counter()
             return {"fwd": t1 - t0, "fwd_np": f1 - f0, "bwd": t2 - t1,
-                    "rules": sum(timer.vjp.values()) - v0, "send": timer.send - s0,
+                    "rules": sum(timer.vjp.values()) - v0,
                     "gc": gc_timer.total, "instrumented": t2 - t0}
 
     def numpy_forward():
@@ -278,9 +264,9 @@ def _breakdown(section, name, s, quick):
     rounds = len(per_round)
     med = {key: statistics.median(r[key] for r in per_round) for key in per_round[0]}
     fwd_rest = statistics.median(r["fwd"] - r["fwd_np"] for r in per_round)
-    bwd_rest = statistics.median(r["bwd"] - r["rules"] - r["send"] for r in per_round)
-    own = statistics.median(r["plain"] - r["fwd_np"] - r["rules"] - r["send"] for r in per_round)
-    fwd_np, rules, sends, gc_s = med["fwd_np"], med["rules"], med["send"], med["gc"]
+    bwd_rest = statistics.median(r["bwd"] - r["rules"] for r in per_round)
+    own = statistics.median(r["plain"] - r["fwd_np"] - r["rules"] for r in per_round)
+    fwd_np, rules, gc_s = med["fwd_np"], med["rules"], med["gc"]
     hand_fwd, hand_bwd = med["hand_fwd"], med["hand_bwd"]
     engine = statistics.median(r["fwd"] + r["bwd"] for r in per_round)
     by_hand = statistics.median(r["hand_fwd"] + r["hand_bwd"] for r in per_round)
@@ -289,8 +275,7 @@ def _breakdown(section, name, s, quick):
         ("forward: NumPy work in the primitives' forwards", fwd_np, hand_fwd),
         ("forward: recording + nn modules + scopes (the rest)", fwd_rest, None),
         ("backward: VJP rules (their NumPy work and Python)", rules, hand_bwd),
-        ("backward: send, the fan-in sums (NumPy adds + bookkeeping)", sends, None),
-        ("backward: order, walk loop, .grad copies (the rest)", bwd_rest, None),
+        ("backward: fan-in sums, order, walk loop, .grad copies (the rest)", bwd_rest, None),
         ("total (the instrumented step)", engine, by_hand),
     ]
     printed = [(label, ms(v), "" if ref is None else ms(ref),
@@ -304,7 +289,7 @@ def _breakdown(section, name, s, quick):
     top_vjp = sorted(timer.vjp.items(), key=lambda kv: -kv[1])[:4]
     top_fwd = sorted(timer.forward.items(), key=lambda kv: -kv[1])[:4]
     calls = rounds + 1
-    section.say(f"  The timers' own cost sits in the 'rest' rows. Without them: plain step - NumPy work - rules - send = {ms(own)} ms of "
+    section.say(f"  The timers' own cost sits in the 'rest' rows. Without them: plain step - NumPy work - rules = {ms(own)} ms of "
                 f"engine work, {own / nodes * 1e6:.1f} us per node ({nodes} nodes per step); "
                 f"garbage collector {ms(gc_s)} ms per step.\n"
                 "  Largest VJP rules (ms per step, mean): "

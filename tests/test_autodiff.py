@@ -86,6 +86,30 @@ def test_gradient_of_a_broadcast_input_is_summed_back_to_its_shape():
     np.testing.assert_allclose(x.grad, np.broadcast_to(b.value, (2, 3)))
 
 
+def test_a_broadcast_input_costs_no_node_of_its_own_in_either_mode():
+    """The engine, not a broadcast_to node, undoes broadcasting: the add of a bias records one
+    node, which notes the bias's own shape; reverse mode sums the bias's cotangent back to it,
+    forward mode stretches its tangent, and a second derivative goes through it too."""
+    rng = np.random.default_rng(0)
+    x = mg.tensor(rng.normal(size=(4, 3)), requires_grad=True)
+    b = mg.tensor(rng.normal(size=(3,)), requires_grad=True)
+    c = mg.tensor(rng.normal(size=(4, 1)), requires_grad=True)
+    y = x * b + c
+    order = mg.graph.backward_order([y.node])
+    assert [n.primitive.name for n in order if n.primitive] == ["add", "mul"]
+    assert y.node.spread == (None, (4, 1)) and y.node.parents[0].spread == (None, (3,))
+    g = rng.normal(size=(4, 3))
+    y.backward(g)
+    np.testing.assert_allclose(b.grad, (g * x.value).sum(axis=0))
+    np.testing.assert_allclose(c.grad, g.sum(axis=1, keepdims=True))
+    db, dc = rng.normal(size=3), rng.normal(size=(4, 1))
+    _, tangent = mg.jvp(lambda b, c: x.detach() * b + c, (b.value, c.value), (db, dc))
+    np.testing.assert_allclose(tangent.value, x.value * db + dc)
+    # d/db of sum((x * b)^2) is 2 x^2 b summed over rows; its derivative in b is diag(2 sum x^2)
+    (hb,) = mg.hvp(lambda b: ((x.detach() * b) ** 2).sum(), (b.value,), (np.ones(3),))
+    np.testing.assert_allclose(hb.value, 2 * (x.value ** 2).sum(axis=0))
+
+
 def test_no_reference_cycles_an_intermediate_dies_with_its_output():
     gc.disable()
     try:

@@ -225,6 +225,27 @@ class Tiny(mg.nn.Module):
         self.head = mg.nn.Linear(3, 2, seed=1)
 
 
+def test_changing_the_input_array_after_the_forward_pass_changes_no_gradient():
+    """The RNN copies a writable input sequence once (each step's slice is then a read-only
+    view the graph keeps): writing into the caller's array afterwards changes nothing."""
+    rng = np.random.default_rng(1)
+    model = RNNModel(RNNCell(3, 4, seed=0), mg.nn.Linear(4, 2, seed=1))
+    xs = rng.normal(size=(5, 2, 3))
+
+    def gradient(inputs, spoil=False):
+        model.zero_grad()
+        outputs, _ = model(inputs)
+        loss = mg.stack(outputs).sum()
+        if spoil:
+            inputs[...] = 0.0
+        loss.backward()
+        return [p.grad.copy() for p in model.parameters()]
+
+    want = gradient(xs.copy())
+    for got, expected in zip(gradient(xs, spoil=True), want):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_parameters_are_named_by_path_in_a_stable_order():
     model = Tiny()
     names = [name for name, _ in model.named_parameters()]
