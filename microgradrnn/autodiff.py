@@ -105,18 +105,21 @@ def _traced(node):
     return (None if node.out is None else wrap(node.out, node)), (*args, *saved[len(parents):])
 
 
-def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None):
+def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None, owned=None):
     """Propagate ``seeds`` (one cotangent per output node) back through the graph.
 
     Returns {node: total cotangent} for the ``wanted`` nodes; when ``wanted`` is None, for every
     leaf reached and every node that asked to retain its gradient. Only branches that lead to a
     wanted node are walked. ``order`` may pass ``backward_order(outputs)`` computed once, when
-    the same graph is walked many times (Jacobians, Gauss-Newton products).
+    the same graph is walked many times (Jacobians, Gauss-Newton products). ``owned`` (a set)
+    receives the nodes whose returned cotangent is an array this pass made (a sum of several
+    contributions), which the caller may keep without copying.
     """
     if order is None:
         order = backward_order(outputs)
     leading = None if wanted is None else nodes_leading_to(order, wanted)
-    grads, owned = {}, set()
+    grads = {}
+    owned = set() if owned is None else owned
     for out, seed in zip(outputs, seeds):
         grads[out] = seed if out not in grads else grads[out] + seed
     reached = {}
@@ -252,10 +255,11 @@ def backward(output, grad=None, create_graph=False):
     """Accumulate d(output)/d(leaf) into ``leaf.grad`` for every leaf that requires grad (and
     into ``.grad`` of every node that called ``retain_grad()``), as PyTorch's ``backward``."""
     seed = checked_seed(output, grad, "backward")
-    reached = backward_pass([output.node], [seed], create_graph=create_graph)
+    owned = set()
+    reached = backward_pass([output.node], [seed], create_graph=create_graph, owned=owned)
     for node, g in reached.items():
-        if type(g) is not _core.Tensor:  # a fresh array the caller owns, in the node's dtype
-            g = np.array(g, dtype=node.dtype)
+        if type(g) is not _core.Tensor and not (node in owned and g.dtype == node.dtype):
+            g = np.array(g, dtype=node.dtype)  # a fresh array the caller owns, in its dtype
         node.grad = g if node.grad is None else node.grad + g
 
 

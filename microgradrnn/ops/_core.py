@@ -38,8 +38,12 @@ Tensor = None
 
 
 def register_tensor_type(tensor_type):
-    global Tensor
+    global Tensor, _wrap
     Tensor = tensor_type
+    _wrap = tensor_type._wrap
+
+
+_wrap = None  # Tensor._wrap, looked up once: apply calls it for every op
 
 
 class AnomalyError(FloatingPointError):
@@ -196,13 +200,20 @@ def apply(primitive, args, nin):
     if recording.detect_anomaly:
         _check_finite(out, primitive, values, nin)
     if not recording.grad_enabled or parents.count(None) == nin:
-        return Tensor._wrap(out, None)
-    saved, spread = _kept(primitive, values, parents, out.shape, nin)
+        return _wrap(out, None)
+    shape, plain = out.shape, primitive.plain_saved
+    if plain is not None and None not in parents and not (
+            primitive.broadcasts and (values[0].shape != shape
+                                      or (nin == 2 and values[1].shape != shape))):
+        # the common case, every input recorded at the result's shape, decided in one test
+        saved, spread = (values if plain == () else plain + values[nin:]), None
+    else:
+        saved, spread = _kept(primitive, values, parents, shape, nin)
     node = Node(primitive, parents, saved, out if primitive.saves_out else None,
-                out.shape, out.dtype, recording.tags, None, spread)
+                shape, out.dtype, recording.tags, None, spread)
     if recording.detect_anomaly:
         node.origin = user_frame()
-    return Tensor._wrap(out, node)
+    return _wrap(out, node)
 
 
 def _kept(primitive, values, parents, shape, nin):
@@ -214,12 +225,6 @@ def _kept(primitive, values, parents, shape, nin):
     to its shape (:func:`unbroadcast`) and stretches its tangent (:func:`spread_tangent`), so
     the rules only ever see inputs of the result's shape (the kept array is a broadcast view,
     which costs no copy)."""
-    plain = primitive.plain_saved
-    if plain is not None and None not in parents and not (
-            primitive.broadcasts and (values[0].shape != shape
-                                      or (nin == 2 and values[1].shape != shape))):
-        # the common case, every input recorded at the result's shape, decided in one test
-        return (values if plain == () else plain + values[nin:]), None
     keeps = primitive.keeps or (primitive.saves or "v") * nin
     broadcasts = primitive.broadcasts
     saved = list(values)
