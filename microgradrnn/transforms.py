@@ -177,27 +177,42 @@ def gauss_newton(model_fn, loss_fn, params):
     Hessian-vector product of the loss at ``z`` (``H_L J v``, a small graph), and a reverse
     sweep back through the same model graph (``J^T ...``): Schraudolph (2002), Martens (2010).
     Conjugate gradient calls it many times; the model is evaluated once.
+
+    ``model_fn`` may return a tuple of outputs ``(z_1, ..., z_k)``; ``loss_fn`` then takes
+    them as k arguments, ``H_L`` is the Hessian in all of them together, and one tangent sweep
+    and one reverse sweep still serve every output (Hessian-free's structural damping adds a
+    penalty on the hidden states this way, without joining them to z in one array).
     """
     params = tuple(params)
     xs, _ = _trace_inputs([value_of(p) for p in params], "gauss_newton")
-    z = model_fn(*xs)
-    if not _requires_grad(z):
+    out = model_fn(*xs)
+    outs = out if isinstance(out, tuple) else (out,)
+    if not any(_requires_grad(z) for z in outs):
         raise ValueError("gauss_newton: model_fn's output does not depend on the parameters")
-    model_forward = forward_order([z.node])
+    model_forward = forward_order([z.node for z in outs if _requires_grad(z)])
     model_backward = model_forward[::-1]
-    z_leaf = _leaf(z._value)
-    (dloss_dz,) = grad(loss_fn(z_leaf), [z_leaf], create_graph=True)
-    loss_forward = forward_order([dloss_dz.node]) if _requires_grad(dloss_dz) else None
+    leaves = tuple(_leaf(value_of(z)) for z in outs)
+    slopes = grad(loss_fn(*leaves), list(leaves), create_graph=True,  # dL/dz_i, recorded
+                  allow_unused=True)
+    recorded = [g.node for g in slopes if _requires_grad(g)]
+    loss_forward = forward_order(recorded) if recorded else None
 
     def product(v):
         seeds = _tangent_seeds(xs, tuple(value_of(t) for t in v), "gauss_newton")
-        jv = forward_pass(model_forward, seeds).get(z.node)
-        if jv is None or loss_forward is None:
+        tangents = forward_pass(model_forward, seeds)
+        jv = {leaf.node: tangents[z.node] for leaf, z in zip(leaves, outs)
+              if _requires_grad(z) and z.node in tangents}
+        if not jv or loss_forward is None:
             return tuple(_tensor(None, x) for x in xs)
-        h_jv = forward_pass(loss_forward, {z_leaf.node: jv}).get(dloss_dz.node)
-        if h_jv is None:  # the loss is linear in z: H_L = 0
+        h_jv = forward_pass(loss_forward, jv)
+        ends, cotangents = [], []
+        for z, g in zip(outs, slopes):
+            if _requires_grad(z) and _requires_grad(g) and g.node in h_jv:
+                ends.append(z.node)
+                cotangents.append(h_jv[g.node])
+        if not ends:  # the loss is linear in z: H_L = 0
             return tuple(_tensor(None, x) for x in xs)
-        reached = backward_pass([z.node], [h_jv], order=model_backward)
+        reached = backward_pass(ends, cotangents, order=model_backward)
         return tuple(_tensor(reached.get(x.node), x) for x in xs)
 
     return product

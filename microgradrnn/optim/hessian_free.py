@@ -40,7 +40,7 @@ import numpy as np
 
 from ..autodiff import no_grad
 from ..functional import cross_entropy
-from ..ops import concatenate, logsumexp, reshape, stack
+from ..ops import logsumexp, stack
 from ..ops import sum as reduce_sum
 from ..ops._core import value_of
 from ..tensor import tensor
@@ -352,9 +352,9 @@ class Curvature:
 
     ``damped(v)``: ``C v + lambda mu G_S v`` (CG adds ``lambda v``); ``plain(v)``: ``C v``,
     for the undamped quadratic of the reduction ratio. With the Gauss-Newton matrix and
-    structural damping, ``damped`` is *one* Gauss-Newton product of the model whose output is
-    ``[z, s]`` (flattened and joined) under the loss ``L(z) + lambda mu D(s)``: its loss Hessian
-    is block-diagonal, so ``G = J_z^T H_L J_z + lambda mu J_s^T H_D J_s`` costs one tangent and
+    structural damping, ``damped`` is *one* Gauss-Newton product of the model with the two
+    outputs ``(z, s)`` under the loss ``L(z) + lambda mu D(s)``: its loss Hessian is
+    block-diagonal, so ``G = J_z^T H_L J_z + lambda mu J_s^T H_D J_s`` costs one tangent and
     one reverse sweep, as without damping.
     """
 
@@ -404,20 +404,14 @@ class Curvature:
         return reduce_sum(d * d) * (self.weight / (2 * self.hidden.shape[-2]))
 
     def _joined_model(self, *params):
-        """z, or [z, s] flattened and joined when the hidden states are damped (and then
-        s(theta) is kept as the constant the penalty measures from)."""
+        """z, or the pair (z, s) when the hidden states are damped (and then s(theta) is kept
+        as the constant the penalty measures from)."""
         z, s = _outputs(self.problem, params, self.batch)
-        self.z_shape = z.shape
         if s is None or not self.weight:
             return z
         self.hidden = np.array(value_of(s))
-        return concatenate([reshape(z, (-1,)), reshape(s, (-1,))])
+        return z, s
 
-    def _joined_loss(self, joined):
-        loss = self.problem.loss_fn
-        if self.hidden is None:
-            return loss(joined, self.batch)
-        n = math.prod(self.z_shape)
-        z = reshape(joined[:n], self.z_shape)
-        s = reshape(joined[n:], self.hidden.shape)
-        return loss(z, self.batch) + self._penalty(s)
+    def _joined_loss(self, z, s=None):
+        loss = self.problem.loss_fn(z, self.batch)
+        return loss if s is None else loss + self._penalty(s)
