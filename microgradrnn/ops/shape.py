@@ -199,14 +199,19 @@ def _concatenate_vjp(i, g, out, *args):
     return _getitem(g, (slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),))
 
 
-def _concatenate_jvp(tangents, out, *args):
-    *xs, axis, bounds = args
+def _joined_tangents(primitive, tangents, xs, static):
+    """The JVP of a primitive that joins its inputs (concatenate, stack): the same join of
+    their tangents, with zeros for the inputs that have none."""
     if all(t is None for t in tangents):
         return None
     dtype = next(np.result_type(value_of(t)) for t in tangents if t is not None)
     parts = [t if t is not None else np.zeros(shape_of(x), dtype=dtype)
              for t, x in zip(tangents, xs)]
-    return apply(concatenate_primitive, (*parts, axis, bounds), len(parts))
+    return apply(primitive, (*parts, *static), len(parts))
+
+
+def _concatenate_jvp(tangents, out, *args):
+    return _joined_tangents(concatenate_primitive, tangents, args[:-2], args[-2:])
 
 
 concatenate_primitive = Primitive(
@@ -237,13 +242,7 @@ def _stack_vjp(i, g, out, *args):
 
 
 def _stack_jvp(tangents, out, *args):
-    *xs, axis = args
-    if all(t is None for t in tangents):
-        return None
-    dtype = next(np.result_type(value_of(t)) for t in tangents if t is not None)
-    parts = [t if t is not None else np.zeros(shape_of(x), dtype=dtype)
-             for t, x in zip(tangents, xs)]
-    return apply(stack_primitive, (*parts, axis), len(parts))
+    return _joined_tangents(stack_primitive, tangents, args[:-1], args[-1:])
 
 
 # One node for the whole stack, not an expand_dims per input and a concatenate: a sequence
