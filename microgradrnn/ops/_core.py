@@ -180,6 +180,15 @@ def apply(primitive, args, nin):
             return primitive.forward(*args)
         if len(args) > 2:
             values += args[2:]
+    elif nin == 3:  # affine, where
+        x, y, z = args[0], args[1], args[2]
+        tx, ty, tz = isinstance(x, Tensor), isinstance(y, Tensor), isinstance(z, Tensor)
+        if not (tx or ty or tz):
+            return primitive.forward(*args)
+        parents = (x.node if tx else None, y.node if ty else None, z.node if tz else None)
+        values = (x._value if tx else x, y._value if ty else y, z._value if tz else z)
+        if len(args) > 3:
+            values += args[3:]
     else:
         values, parents = list(args), [None] * nin
         any_tensor = False
@@ -229,8 +238,8 @@ def _kept(primitive, values, parents, shape, nin):
     broadcasts = primitive.broadcasts
     saved = list(values)
     spread = None
-    for i in range(nin):
-        keep, value = keeps[i], values[i]
+    for i, keep in enumerate(keeps):
+        value = values[i]
         if parents[i] is None:
             saved[i] = (_owned(value) if keep == "v" else
                         _info(value) if keep == "s" else None)
