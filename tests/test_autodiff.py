@@ -9,6 +9,7 @@ from hypothesis import given, strategies as st
 
 import microgradrnn as mg
 from microgradrnn.graph import backward_order
+from microgradrnn.testing.strategies import expression_dags
 
 
 def test_a_plus_a_is_two_edges_and_gives_two_per_unit():
@@ -105,9 +106,21 @@ def test_a_broadcast_input_costs_no_node_of_its_own_in_either_mode():
     db, dc = rng.normal(size=3), rng.normal(size=(4, 1))
     _, tangent = mg.jvp(lambda b, c: x.detach() * b + c, (b.value, c.value), (db, dc))
     np.testing.assert_allclose(tangent.value, x.value * db + dc)
+    # only the small input moves: the tangent still has the result's shape
+    _, tangent = mg.jvp(lambda b: x.detach() + b, (b.value,), (db,))
+    np.testing.assert_array_equal(tangent.value, np.broadcast_to(db, (4, 3)))
     # d/db of sum((x * b)^2) is 2 x^2 b summed over rows; its derivative in b is diag(2 sum x^2)
     (hb,) = mg.hvp(lambda b: ((x.detach() * b) ** 2).sum(), (b.value,), (np.ones(3),))
     np.testing.assert_allclose(hb.value, 2 * (x.value ** 2).sum(axis=0))
+
+
+@given(dag=expression_dags())
+def test_random_dags_with_broadcast_leaves_in_forward_mode_and_at_second_order(dag):
+    """Random programs over leaves whose shapes broadcast, with shared leaves and shared
+    results: the engine's tangent stretching (forward mode) and its recorded re-broadcast
+    (create_graph, for second derivatives) against central differences."""
+    assert mg.jvpcheck(dag.evaluate, dag.leaves)
+    assert mg.gradgradcheck(dag.evaluate, dag.leaves)
 
 
 def test_no_reference_cycles_an_intermediate_dies_with_its_output():
