@@ -3,11 +3,13 @@ the unrolled graph shows every one of them.
 
 The ``x @ W`` convention: weights are (inputs, outputs). Gates are stacked along the last axis
 in PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n), so PyTorch's ``weight_ih`` is our
-``W_ih.T``; :meth:`load_torch_weights` does the conversion. ``x W + b`` is written
-``affine(x, W, b)``: one node instead of two (see :func:`microgradrnn.ops.affine`), and no
-``ndarray @ Tensor``, which reaches us only through NumPy's ufunc override protocol and costs
-more than the product itself at small sizes (the input is often a raw NumPy array). Where PyTorch has two biases that
+``W_ih.T``; :meth:`load_torch_weights` does the conversion. Where PyTorch has two biases that
 are only ever added (RNN, LSTM) we keep their sum, ``b``.
+
+``x W + b`` is written ``affine(x, W, b)``: one node instead of two (see
+:func:`microgradrnn.ops.affine`), and no ``ndarray @ Tensor``, which reaches us only through
+NumPy's ufunc override protocol and costs more than the product itself at small sizes (the
+input is often a raw NumPy array).
 """
 from __future__ import annotations
 
