@@ -112,6 +112,9 @@ def test_a_broadcast_input_costs_no_node_of_its_own_in_either_mode():
     # d/db of sum((x * b)^2) is 2 x^2 b summed over rows; its derivative in b is diag(2 sum x^2)
     (hb,) = mg.hvp(lambda b: ((x.detach() * b) ** 2).sum(), (b.value,), (np.ones(3),))
     np.testing.assert_allclose(hb.value, 2 * (x.value ** 2).sum(axis=0))
+    # the same for a 0-d scale, stretched to every entry: d^2/ds^2 sum((x s)^2) = 2 sum x^2
+    (hs,) = mg.hvp(lambda s: ((x.detach() * s) ** 2).sum(), (np.array(0.7),), (np.array(1.0),))
+    assert hs.shape == () and np.isclose(hs.item(), 2 * (x.value ** 2).sum(), rtol=1e-12)
 
 
 @given(dag=expression_dags())

@@ -267,11 +267,12 @@ def spread_tangent(tangent, own_shape, shape):
 
 
 def unspread(view, own_shape):
-    """The array of shape ``own_shape`` behind a broadcast view of it (no copy)."""
+    """The array of shape ``own_shape`` behind a broadcast view of it (no copy; the trailing
+    Ellipsis keeps a 0-d result an array rather than a NumPy scalar)."""
     lead = view.ndim - len(own_shape)
     index = (0,) * lead + tuple(slice(0, 1) if n == 1 and m != 1 else slice(None)
                                 for n, m in zip(own_shape, view.shape[lead:]))
-    return view[index]
+    return view[index + (Ellipsis,)]
 
 
 def _owned(constant):
