@@ -146,6 +146,19 @@ def machine_info(repo_dir):
 
 # -- printing -----------------------------------------------------------------------------------
 
+def ratio_rows(section, timings, base_name, with_min=False):
+    """Rows (case, median ms[, min ms], median ratio, min/min ratio) of every case against
+    ``timings[base_name]``, each case's figures also stored in ``section.data``."""
+    base = timings[base_name]
+    rows = []
+    for name, t in timings.items():
+        r_med, r_min = ratio(t, base)
+        rows.append((name, ms(t.median), *((ms(t.min),) if with_min else ()), x(r_med),
+                     x(r_min)))
+        section.data[name] = {**t.as_dict(), "ratio_median": r_med, "ratio_min": r_min}
+    return rows
+
+
 def table(headers, rows):
     """A plain fixed-width table as a string (first column left-aligned, the rest right)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

@@ -39,7 +39,7 @@ if __name__ == "__main__":  # as run.py: one BLAS thread, set before NumPy loads
 import numpy as np  # noqa: E402
 
 import microgradrnn as mg  # noqa: E402
-from _common import Section, compare, machine_info, ms, ratio, table, x  # noqa: E402
+from _common import Section, compare, machine_info, ms, ratio_rows, table  # noqa: E402
 from microgradrnn.hf_training import build_model, evaluate, hf_problem, train_hf  # noqa: E402
 
 TASK = "adding_halves"
@@ -156,12 +156,7 @@ def run_cost(quick=False, T=50, B=250, H=HIDDEN):
     }
     repeats = 3 if quick else 11
     timings = compare(cases, repeats)
-    base = timings["gradient (forward + backward)"]
-    rows = []
-    for name, t in timings.items():
-        r_med, r_min = ratio(t, base)
-        rows.append((name, ms(t.median), x(r_med), x(r_min)))
-        section.data[name] = {**t.as_dict(), "ratio_median": r_med, "ratio_min": r_min}
+    rows = ratio_rows(section, timings, "gradient (forward + backward)")
     section.say(table(["case", "median ms", "/ gradient", "(min/min)"], rows))
     section.target("CG product G(v) / gradient",
                    section.data["G(v), gauss_newton closure reused"]["ratio_median"], 2.5, "x")

@@ -15,7 +15,7 @@ import numpy as np
 
 import microgradrnn as mg
 import rnn
-from _common import Section, compare, ms, ratio, table, x
+from _common import Section, compare, ms, ratio, ratio_rows, table, x
 
 SIZES = dict(V=64, H=128, B=32, T=50)
 
@@ -101,12 +101,8 @@ def run_second_order(quick=False):
     }
     repeats = 5 if quick else 21
     timings = compare(cases, repeats)
-    base = timings["gradient (mg.grad, forward + backward)"]
-    printed = []
-    for name, t in timings.items():
-        r_med, r_min = ratio(t, base)
-        printed.append((name, ms(t.median), ms(t.min), x(r_med), x(r_min)))
-        section.data[name] = {**t.as_dict(), "ratio_median": r_med, "ratio_min": r_min}
+    printed = ratio_rows(section, timings, "gradient (mg.grad, forward + backward)",
+                         with_min=True)
     section.say(table(["case", "median ms", "min ms", "/ gradient", "(min/min)"], printed))
     section.say(f"  ({repeats} rounds, round-robin. 'with Parameters': primals that require "
                 "grad make hvp keep its result differentiable, which costs more.)\n"

@@ -101,12 +101,7 @@ def train(args, out=None):
             args.task, cell=args.cell, hidden_size=args.hidden or 100, T=args.T,
             updates=args.iterations, seed=args.seed, progress=not args.quiet,
             eval_every=max(1, args.iterations // 10))
-        for it, loss, error in history:
-            if error is not None:
-                print(f"update {it:5d}  loss {loss:.5f}  error rate on fresh data "
-                      f"{100 * error:.1f}%", file=out)
-        plot_curve([loss for _, loss, _ in history], plot_path, log=True,
-                   title=f"{args.task}: Hessian-free training loss", ylabel="loss")
+        _report(history, "update", f"{args.task}: Hessian-free training loss", plot_path, out)
     else:
         model, history = train_task(
             args.task, cell=args.cell,
@@ -114,14 +109,19 @@ def train(args, out=None):
             batch_size=args.batch, iterations=args.iterations, optimizer=args.optim,
             lr=args.lr or 1e-3, bptt=args.bptt, k=args.k, seed=args.seed,
             progress=not args.quiet, eval_every=max(1, args.iterations // 10))
-        for it, loss, error in history:
-            if error is not None:
-                print(f"iteration {it:6d}  loss {loss:.5f}  error rate on fresh data "
-                      f"{100 * error:.1f}%", file=out)
-        plot_curve([loss for _, loss, _ in history], plot_path, log=True,
-                   title=f"{args.task}: training loss", ylabel="loss")
+        _report(history, "iteration", f"{args.task}: training loss", plot_path, out)
     print(f"loss curve written to {plot_path}", file=out)
     return history
+
+
+def _report(history, unit, title, plot_path, out):
+    """Print the evaluated points of a (step, loss, error or None) history; plot its loss."""
+    from .training import plot_curve
+    for it, loss, error in history:
+        if error is not None:
+            print(f"{unit} {it:6d}  loss {loss:.5f}  error rate on fresh data "
+                  f"{100 * error:.1f}%", file=out)
+    plot_curve([loss for _, loss, _ in history], plot_path, log=True, title=title, ylabel="loss")
 
 
 def build_parser():
