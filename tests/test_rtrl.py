@@ -165,6 +165,7 @@ JVP_CASES = {
     "matmul": ([(2, 3), (3, 4)], lambda x, y: x @ y),
     "matmul, batched": ([(5, 2, 3), (3, 4)], lambda x, y: x @ y),
     "affine": ([(2, 3), (3, 4), (4,)], lambda x, W, b: mg.affine(x, W, b)),
+    "affine, a (B, p) term": ([(2, 3), (3, 4), (2, 4)], lambda x, W, c: mg.affine(x, W, c)),
     "getitem (..., slice)": ([(2, 8)], lambda x: x[..., 2:5]),
     "getitem ids": ([(5, 3)], lambda x: x[np.array([4, 0, 4])]),
     "getitem separated": ([(4, 3, 5)], lambda x: x[np.array([0, 3]), :, np.array([1, 4])]),

@@ -6,10 +6,12 @@ in PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n), so PyTorch's ``weight_ih`` 
 ``W_ih.T``; :meth:`load_torch_weights` does the conversion. Where PyTorch has two biases that
 are only ever added (RNN, LSTM) we keep their sum, ``b``.
 
-``x W + b`` is written ``affine(x, W, b)``: one node instead of two (see
-:func:`microgradrnn.ops.affine`), and no ``ndarray @ Tensor``, which reaches us only through
-NumPy's ufunc override protocol and costs more than the product itself at small sizes (the
-input is often a raw NumPy array).
+``x W + b`` is written ``affine(x, W, b)``, and ``x W_xh + b + h W_hh`` is
+``affine(h, W_hh, affine(x, W_xh, b))``: an affine node computes a product plus a term (BLAS's
+gemm), so a step records one node per product and no separate additions (see
+:func:`microgradrnn.ops.affine`). Nor is there an ``ndarray @ Tensor``, which reaches us only
+through NumPy's ufunc override protocol and costs more than the product itself at small sizes
+(the input is often a raw NumPy array).
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ class RNNCell(_Cell):
         self.b = self._bias()
 
     def forward(self, x, h):
-        return (affine(x, self.W_xh, self.b) + h @ self.W_hh).tanh()
+        return affine(h, self.W_hh, affine(x, self.W_xh, self.b)).tanh()
 
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.RNNCell`` arrays: W_xh = weight_ih.T, W_hh = weight_hh.T,
@@ -102,7 +104,7 @@ class LSTMCell(_Cell):
     def forward(self, x, state):
         h, c = state
         H = self.hidden_size
-        gates = affine(x, self.W_ih, self.b) + h @ self.W_hh
+        gates = affine(h, self.W_hh, affine(x, self.W_ih, self.b))
         i = gates[..., 0 * H:1 * H].sigmoid()
         f = gates[..., 1 * H:2 * H].sigmoid()
         g = gates[..., 2 * H:3 * H].tanh()

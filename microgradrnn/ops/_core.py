@@ -13,14 +13,14 @@ and operators, which accept raw arrays and Tensors alike: called with raw arrays
 backward) they are plain NumPy; called with Tensors (``create_graph=True``) they record a new
 graph, which is how every derivative is differentiable again with no extra code.
 
-Broadcasting is undone in one place. A primitive declared ``broadcasts=True`` is elementwise:
-when one of its recorded inputs has a smaller shape than the result, :func:`apply` notes that
-input's own shape in the node (``node.spread``), and the engine, not the rule, sums the input's
-cotangent back to that shape (:func:`unbroadcast`) and stretches its tangent forward
-(:func:`spread_tangent`). So the elementwise rules only ever see inputs of the result's shape,
-and a bias added at every time step costs one node per step, not two. (The explicit
-``broadcast_to`` primitive, whose VJP is the same sum, remains for users and for matmul's batch
-axes.)
+Broadcasting is undone in one place. An input declared elementwise (``broadcasts=True`` for
+every input, or a tuple of input indices, as ``affine``'s added term) may have a smaller shape
+than the result: :func:`apply` then notes that input's own shape in the node (``node.spread``),
+and the engine, not the rule, sums the input's cotangent back to that shape
+(:func:`unbroadcast`) and stretches its tangent forward (:func:`spread_tangent`). So the rules
+only ever see elementwise inputs of the result's shape, and a bias added at every time step
+costs no node of its own. (The explicit ``broadcast_to`` primitive, whose VJP is the same sum,
+remains for users and for matmul's batch axes.)
 """
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ class Primitive:
 
     ``saves`` has one letter per input (or one letter for all): ``"v"`` the rules read its
     values, ``"s"`` only its shape and dtype, ``"-"`` nothing; ``saves_out`` says whether they
-    read the output. None keeps every input's value.
+    read the output. None keeps every input's value. ``broadcasts``: True when every input
+    is elementwise with the output (NumPy broadcasting applies), or the indices of the inputs
+    that are (``affine``'s added term); the engine undoes their broadcasting.
     """
 
     def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
@@ -74,13 +76,18 @@ class Primitive:
         # what to keep of each input, spelled out once (variadic primitives decide per call)
         self.keeps = (tuple(saves) if saves and len(saves) == nin and nin
                       else None if nin is None else tuple((saves or "v") * nin))
-        self.broadcasts = broadcasts
-        # For one or two recorded inputs that all keep their values, or all keep nothing, what
-        # apply keeps needs no per-input decision: () means "the arguments as they are", a
-        # tuple of Nones stands for the inputs.
-        kept = set(self.keeps or ())
-        self.plain_saved = (None if nin not in (1, 2) or len(kept) != 1 or kept == {"s"}
-                            else () if kept == {"v"} else (None,) * nin)
+        # the inputs that are elementwise with the output, which broadcasting may stretch
+        self.spreads = (tuple(range(nin or 0)) if broadcasts is True
+                        else tuple(broadcasts) if broadcasts else ())
+        # When every input is recorded at the result's shape, what the node keeps is the same
+        # at every call, so it is decided here once: () keeps the arguments as they are
+        # (every input's value is read); a tuple of Nones, one per input, keeps none of their
+        # values; a tuple of indices keeps all but those. None: each input needs a decision
+        # (a shape is kept, or the number of inputs varies).
+        keeps = self.keeps or ()
+        unread = tuple(i for i, keep in enumerate(keeps) if keep == "-")
+        self.plain_saved = (None if nin is None or "s" in keeps else
+                            (None,) * nin if len(unread) == nin else unread)
         self.__doc__ = doc or forward.__doc__
 
     def __call__(self, *args):
@@ -121,7 +128,10 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
 
     ``saves`` (one letter per input: ``"v"`` value, ``"s"`` shape only, ``"-"`` nothing) and
     ``saves_out`` say what the rules read; the graph keeps only that, so intermediate results
-    can be freed. The default keeps everything, which is always right.
+    can be freed. The default keeps everything, which is always right. ``broadcasts=True``
+    declares an elementwise primitive whose inputs follow NumPy broadcasting (or pass the
+    indices of the inputs that do): its rules then see those inputs at the result's shape, and
+    the engine sums their cotangents back to their own shapes.
     Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
     """
     vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
@@ -129,6 +139,9 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     if len(vjps) != len(jvps):
         raise ValueError(f"defprimitive: {len(vjps)} VJP rules but {len(jvps)} JVP rules; "
                          "give one of each per input")
+    if broadcasts not in (True, False) and not set(broadcasts) <= set(range(len(vjps))):
+        raise ValueError(f"defprimitive: broadcasts={broadcasts!r} must be True, False or a "
+                         f"tuple of input indices below {len(vjps)}")
     if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
         raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
@@ -211,13 +224,27 @@ def apply(primitive, args, nin):
     if not recording.grad_enabled or parents.count(None) == nin:
         return _wrap(out, None)
     shape, plain = out.shape, primitive.plain_saved
-    if plain is not None and None not in parents and not (
-            primitive.broadcasts and (values[0].shape != shape
-                                      or (nin == 2 and values[1].shape != shape))):
-        # the common case, every input recorded at the result's shape, decided in one test
-        saved, spread = (values if plain == () else plain + values[nin:]), None
-    else:
+    if plain is not None:
+        if None in parents:
+            plain = None  # a constant input: kept as its own copy, or only its shape
+        else:
+            for i in primitive.spreads:
+                if values[i].shape != shape:
+                    plain = None  # broadcast: the input's own shape goes into node.spread
+                    break
+    if plain is None:
         saved, spread = _kept(primitive, values, parents, shape, nin)
+    else:  # the common case, every input recorded at the result's shape
+        spread = None
+        if not plain:
+            saved = values
+        elif plain[0] is None:
+            saved = plain + values[nin:]
+        else:
+            saved = list(values)
+            for i in plain:
+                saved[i] = None
+            saved = tuple(saved)
     node = Node(primitive, parents, saved, out if primitive.saves_out else None,
                 shape, out.dtype, recording.tags, None, spread)
     if recording.detect_anomaly:
@@ -235,7 +262,7 @@ def _kept(primitive, values, parents, shape, nin):
     the rules only ever see inputs of the result's shape (the kept array is a broadcast view,
     which costs no copy)."""
     keeps = primitive.keeps or (primitive.saves or "v") * nin
-    broadcasts = primitive.broadcasts
+    spreads = primitive.spreads
     saved = list(values)
     spread = None
     for i, keep in enumerate(keeps):
@@ -243,7 +270,7 @@ def _kept(primitive, values, parents, shape, nin):
         if parents[i] is None:
             saved[i] = (_owned(value) if keep == "v" else
                         _info(value) if keep == "s" else None)
-        elif broadcasts and value.shape != shape:
+        elif i in spreads and value.shape != shape:
             if spread is None:
                 spread = [None] * nin
             spread[i] = value.shape
@@ -288,7 +315,7 @@ def _explained(error, primitive, args, nin):
     """NumPy's error again, prefixed with the op and the input shapes (and, for a broadcasting
     op, what broadcasting needs)."""
     message = f"{primitive.name}: cannot apply to inputs of shapes {_describe(args, nin)}: {error}"
-    if primitive.broadcasts and isinstance(error, ValueError):
+    if primitive.spreads and isinstance(error, ValueError):
         message += ("; elementwise inputs must broadcast (NumPy's rule: shapes aligned from the "
                     "right, each axis equal or 1): reshape or expand_dims one of them")
     kind = next(k for k in (TypeError, IndexError, ValueError) if isinstance(error, k))

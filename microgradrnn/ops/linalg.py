@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import broadcast_to, defprimitive, shape_of, spread_tangent, unbroadcast
+from ._core import broadcast_to, defprimitive, shape_of
 from .shape import reshape
 
 __all__ = ["matmul", "affine"]
@@ -64,36 +64,37 @@ def matmul(x, y):
     return out
 
 
-def _affine_forward(x, W, b):
+def _affine_forward(x, W, c):
     out = np.matmul(x, W)
-    if type(b) is np.ndarray and b.dtype == out.dtype:
-        out += b  # into the product's own new array: no second (B, out) array
+    if type(c) is np.ndarray and c.dtype == out.dtype:
+        out += c  # into the product's own new array: no second (B, p) array
         return out
-    return out + b
+    return out + c
 
 
-# x @ W + b as one node: every layer and every recurrent cell applies it at every time step,
-# and recording it once instead of twice (a matmul, then an add that broadcasts b) halves the
-# bookkeeping of the most frequent pair of operations. The rules are the two of matmul and the
-# broadcast sum of add.
+# x @ W + c as one node, BLAS's gemm: every layer and every recurrent cell applies it at every
+# time step, as a layer x W + b or as a recurrent term h W_hh added to the input's x W_xh + b.
+# Recording it once instead of twice (a matmul, then an add) halves the bookkeeping of the most
+# frequent pair of operations. c is elementwise with the result (declared to broadcast), so
+# the engine sums its cotangent back to (p,) for a bias: its rule is just g.
 _affine = defprimitive(
-    _affine_forward, name="affine", saves="vvs", saves_out=False,
-    doc="affine(x, W, b) = x @ W + b for x (B, n), W (n, p), b (p,);  dx = g W^T,  dW = x^T g,  "
-        "db = sum of g over the rows",
-    vjp=(lambda g, out, x, W, b: g @ _t(W),
-         lambda g, out, x, W, b: _t(x) @ g,
-         lambda g, out, x, W, b: unbroadcast(g, shape_of(b))),
-    jvp=(lambda x_dot, out, x, W, b: x_dot @ W,
-         lambda W_dot, out, x, W, b: x @ W_dot,
-         lambda b_dot, out, x, W, b: spread_tangent(b_dot, shape_of(b),
-                                                  shape_of(x)[:-1] + shape_of(W)[1:])))
+    _affine_forward, name="affine", saves="vv-", saves_out=False, broadcasts=(2,),
+    doc="affine(x, W, c) = x @ W + c for x (B, n), W (n, p) and c (p,) or (B, p);  "
+        "dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias)",
+    vjp=(lambda g, out, x, W, c: g @ _t(W),
+         lambda g, out, x, W, c: _t(x) @ g,
+         lambda g, out, x, W, c: g),
+    jvp=(lambda x_dot, out, x, W, c: x_dot @ W,
+         lambda W_dot, out, x, W, c: x @ W_dot,
+         lambda c_dot, out, x, W, c: c_dot))
 
 
-def affine(x, W, b):
-    """``x @ W + b``: one recorded node when x is (B, n), W is (n, p) and b is (p,) (a layer
-    applied to a batch), else the matmul and the broadcasting add, with NumPy's rules."""
-    x_shape, W_shape, b_shape = shape_of(x), shape_of(W), shape_of(b)
-    if (len(x_shape) == 2 and len(W_shape) == 2 and b_shape == W_shape[1:]
-            and x_shape[1] == W_shape[0]):
-        return _affine(x, W, b)
-    return matmul(x, W) + b
+def affine(x, W, c):
+    """``x @ W + c``: one recorded node when x is (B, n), W is (n, p) and c is a bias (p,) or a
+    (B, p) term (a layer applied to a batch; a recurrent product added to the input's), else
+    the matmul and the broadcasting add, with NumPy's rules."""
+    x_shape, W_shape, c_shape = shape_of(x), shape_of(W), shape_of(c)
+    if (len(x_shape) == 2 and len(W_shape) == 2 and x_shape[1] == W_shape[0]
+            and (c_shape == W_shape[1:] or c_shape == (x_shape[0], W_shape[1]))):
+        return _affine(x, W, c)
+    return matmul(x, W) + c

@@ -228,12 +228,12 @@ def _matmul_calls(signature, min_dims=0, max_dims=0):
 
 
 @st.composite
-def _affine_calls(draw):
-    """x (m, n), W (n, p), b (p,): the fused primitive's own case (others fall back to matmul
-    and add, which have their own rows)."""
+def _affine_calls(draw, term):
+    """x (m, n), W (n, p), and c a bias (p,) or, with ``term``, a full (m, p) term: the fused
+    primitive's own cases (others fall back to matmul and add, which have their own rows)."""
     m, n, p = (draw(st.integers(1, 4)) for _ in range(3))
     return Call((draw(float_arrays((m, n))), draw(float_arrays((n, p))),
-                 draw(float_arrays((p,)))), {})
+                 draw(float_arrays((m, p) if term else (p,)))), {})
 
 
 @st.composite
@@ -394,7 +394,9 @@ OP_CASES = (
            _matmul_calls(np.matmul.signature, min_dims=1, max_dims=2),
            domain="batch axes that broadcast, 1-D operands included"),
     OpCase("affine", mg.affine, lambda x, W, b: np.einsum("mn,np->mp", x, W) + b,
-           _affine_calls()),
+           _affine_calls(term=False), domain="c a bias (p,), broadcast over the rows"),
+    OpCase("affine_term", mg.affine, lambda x, W, c: np.einsum("mn,np->mp", x, W) + c,
+           _affine_calls(term=True), domain="c a full (m, p) term"),
     # functional
     OpCase("softmax", F.softmax, _softmax_reference, _axis_calls(_reals)),
     OpCase("log_softmax", F.log_softmax, _log_softmax_reference, _axis_calls(_reals)),
