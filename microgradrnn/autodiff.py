@@ -141,10 +141,10 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None, o
             out, args = _traced(node)
         else:
             out, args = node.out, node.saved
-        spread = node.spread
-        for i, (parent, vjp) in enumerate(zip(node.parents, primitive.vjps)):
+        spread, vjps = node.spread, primitive.vjps
+        for i, parent in enumerate(node.parents):
             if parent is not None and (leading is None or parent in leading):
-                g_input = vjp(g, out, *args)
+                g_input = vjps[i](g, out, *args)
                 if spread is not None and spread[i] is not None:
                     g_input = unbroadcast(g_input, spread[i])
                 if check:
@@ -302,9 +302,10 @@ def scope(**tags):
     Scopes nest; the tags merge and an inner key wins. Drawing and the BPTT tools group nodes
     by these tags (one cluster, one gradient contribution per time step ``t``).
     """
-    merged = dict(state.tags) if state.tags else {}
-    merged.update(tags)
-    return _Setting("tags", MappingProxyType(merged))
+    outer = state.tags
+    if outer:
+        tags = {**outer, **tags}
+    return _Setting("tags", MappingProxyType(tags))  # tags: a new dict, made for this call
 
 
 def untagged():

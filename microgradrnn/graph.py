@@ -52,14 +52,19 @@ class Node:
       broadcasts its tangent forward), None where it was not broadcast;
     * ``shape``, ``dtype``: of the value; ``tags``: the scope tags; ``serial``: the creation
       number (a node is always created after its inputs);
-    * ``grad``: filled by ``backward`` on leaves and on nodes that asked (``retains_grad``).
+    * ``grad``: filled by ``backward`` on leaves and on nodes that asked (``retains_grad``);
+      ``name`` (a parameter's), ``origin`` (the user's line, under ``detect_anomaly``): these
+      are set on few nodes and read rarely, so they are class-level defaults until a node sets
+      its own (in its ``__dict__``, made on first assignment): recording does not store them.
     """
 
     __slots__ = ("primitive", "parents", "saved", "out", "shape", "dtype", "tags", "serial",
-                 "spread", "grad", "name", "retains_grad", "origin", "__weakref__")
+                 "spread", "retains_grad", "__dict__", "__weakref__")
+    grad = None
+    name = None
+    origin = None
 
-    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, name=None,
-                 spread=None):
+    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, spread=None):
         self.serial = next_serial()
         self.primitive = primitive
         self.parents = parents
@@ -69,10 +74,7 @@ class Node:
         self.dtype = dtype
         self.tags = tags
         self.spread = spread
-        self.grad = None
-        self.name = name
-        self.retains_grad = False
-        self.origin = None
+        self.retains_grad = False  # a slot, not a default: the backward walk reads it per node
 
     @property
     def is_leaf(self) -> bool:
@@ -89,15 +91,33 @@ class _RecordingState:
     """What the ops read when they record: grad mode, the current scope tags, anomaly mode.
 
     One process-wide object (like NumPy's error state); the context managers in
-    ``microgradrnn.autodiff`` set it and restore it on exit.
+    ``microgradrnn.autodiff`` set it and restore it on exit. ``plain`` is derived, kept up to
+    date by the two mode setters: True for the usual case (grad mode on, no anomaly checks),
+    so that every recorded op tests one flag instead of two.
     """
 
-    __slots__ = ("grad_enabled", "tags", "detect_anomaly")
+    __slots__ = ("_grad_enabled", "_detect_anomaly", "tags", "plain")
 
     def __init__(self):
-        self.grad_enabled = True
-        self.tags = None
-        self.detect_anomaly = False
+        self._grad_enabled, self._detect_anomaly, self.tags, self.plain = True, False, None, True
+
+    @property
+    def grad_enabled(self):
+        return self._grad_enabled
+
+    @grad_enabled.setter
+    def grad_enabled(self, on):
+        self._grad_enabled = on
+        self.plain = on and not self._detect_anomaly
+
+    @property
+    def detect_anomaly(self):
+        return self._detect_anomaly
+
+    @detect_anomaly.setter
+    def detect_anomaly(self, on):
+        self._detect_anomaly = on
+        self.plain = self._grad_enabled and not on
 
 
 state = _RecordingState()

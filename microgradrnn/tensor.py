@@ -84,11 +84,11 @@ class Tensor:
 
     @staticmethod
     def _wrap(value, node):
-        """A Tensor around an array the library made (no copy, no checks): how ops return."""
+        """A Tensor around an array the library made (no copy, no checks): how ops return.
+        (An op's result has no name of its own: ``_name`` is left unset, read as None.)"""
         t = _new(Tensor)
         t._value = value
         t.node = node
-        t._name = None
         return t
 
     # -- the graph side ----------------------------------------------------------------------
@@ -118,7 +118,7 @@ class Tensor:
     @property
     def name(self):
         """A label (parameter names appear in drawings and error messages)."""
-        return self._name if self.node is None else self.node.name
+        return getattr(self, "_name", None) if self.node is None else self.node.name
 
     @name.setter
     def name(self, name):
@@ -337,7 +337,10 @@ register_tensor_type(Tensor)
 
 def _leaf_node(value, name=None):
     """The node of a tensor that requires grad but was not computed: a parameter, an input."""
-    return Node(None, (), (), None, value.shape, value.dtype, name=name)
+    node = Node(None, (), (), None, value.shape, value.dtype)
+    if name is not None:
+        node.name = name
+    return node
 
 
 class Parameter(Tensor):

@@ -35,6 +35,14 @@ class Module:
             _place(value, _join(self.path, name))
         object.__setattr__(self, name, value)
 
+    def __init_subclass__(cls, **kwargs):
+        # Calling a module runs its forward. The class's __call__ *is* its forward, rather
+        # than a method that calls it: an RNN calls its cell and its head at every time step,
+        # and the extra call (with its packing of arguments) would be paid each time.
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
+            cls.__call__ = cls.forward
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 

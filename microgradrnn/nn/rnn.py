@@ -102,11 +102,12 @@ class RNNModel(Module):
 
     def step(self, x, state, t):
         rnn = self.rnn
+        cell = rnn.cell
         with scope(t=t, module=rnn.tag):  # one scope for the whole step, head included
             if self.embedding is not None:
                 x = self.embedding(x)
-            state = rnn.step_in_scope(x, state)
-            return self.head(rnn.cell.output(state)), state
+            state = cell(x, state)
+            return self.head(cell.output(state)), state
 
     def forward(self, xs, h0=None, mask=None, t0=0):
         state = self.initial_state(shape_of(xs[0])[0]) if h0 is None else h0

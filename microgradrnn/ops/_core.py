@@ -44,6 +44,7 @@ def register_tensor_type(tensor_type):
 
 
 _wrap = None  # Tensor._wrap, looked up once: apply calls it for every op
+_new_tensor = object.__new__
 
 
 class AnomalyError(FloatingPointError):
@@ -79,15 +80,17 @@ class Primitive:
         # the inputs that are elementwise with the output, which broadcasting may stretch
         self.spreads = (tuple(range(nin or 0)) if broadcasts is True
                         else tuple(broadcasts) if broadcasts else ())
-        # When every input is recorded at the result's shape, what the node keeps is the same
-        # at every call, so it is decided here once: () keeps the arguments as they are
-        # (every input's value is read); a tuple of Nones, one per input, keeps none of their
-        # values; a tuple of indices keeps all but those. None: each input needs a decision
-        # (a shape is kept, or the number of inputs varies).
+        # When no input is a constant and every stretched input is one whose value the rules
+        # never read, what the node keeps is the same at every call, so it is decided here
+        # once: True keeps the arguments as they are (every input's value is read); (k, nones)
+        # keeps the first k inputs' values and None for the rest, whose values are never read
+        # (tanh: (0, (None,)); affine: (2, (None,))). None: each input needs a decision (a
+        # shape is kept, the unread inputs come before read ones, or the count varies).
         keeps = self.keeps or ()
-        unread = tuple(i for i, keep in enumerate(keeps) if keep == "-")
-        self.plain_saved = (None if nin is None or "s" in keeps else
-                            (None,) * nin if len(unread) == nin else unread)
+        read = keeps.index("-") if "-" in keeps else len(keeps)
+        self.plain_saved = (None if nin is None or "s" in keeps or "v" in keeps[read:] else
+                            True if read == nin else (read, (None,) * (nin - read)))
+        self.spreads_unread = all(keeps[i] == "-" for i in self.spreads) if keeps else False
         self.__doc__ = doc or forward.__doc__
 
     def __call__(self, *args):
@@ -172,8 +175,8 @@ def apply(primitive, args, nin):
     """Run ``primitive`` on ``args`` (the first ``nin`` are its inputs): raw in, raw out;
     Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on.
 
-    This is the hot path of every recorded operation, so the common cases (one or two inputs)
-    are spelled out rather than looped over."""
+    This is the hot path of every recorded operation, so the common cases (one or two inputs,
+    affine's three) are spelled out rather than looped over."""
     if nin == 1:
         x = args[0]
         if not isinstance(x, Tensor):
@@ -193,16 +196,15 @@ def apply(primitive, args, nin):
             return primitive.forward(*args)
         if len(args) > 2:
             values += args[2:]
-    elif nin == 3:  # affine, where
-        x, y, z = args[0], args[1], args[2]
-        tx, ty, tz = isinstance(x, Tensor), isinstance(y, Tensor), isinstance(z, Tensor)
-        if not (tx or ty or tz):
-            return primitive.forward(*args)
-        parents = (x.node if tx else None, y.node if ty else None, z.node if tz else None)
-        values = (x._value if tx else x, y._value if ty else y, z._value if tz else z)
+    elif nin == 3 and isinstance(args[1], Tensor) and isinstance(args[2], Tensor):
+        x, y, z = args[0], args[1], args[2]  # affine's x W + c: x may be a constant input
+        if isinstance(x, Tensor):
+            parents, values = (x.node, y.node, z.node), (x._value, y._value, z._value)
+        else:
+            parents, values = (None, y.node, z.node), (x, y._value, z._value)
         if len(args) > 3:
             values += args[3:]
-    else:
+    else:  # any number of inputs, some of them constants
         values, parents = list(args), [None] * nin
         any_tensor = False
         for i in range(nin):
@@ -211,7 +213,7 @@ def apply(primitive, args, nin):
                 values[i], parents[i], any_tensor = a._value, a.node, True
         if not any_tensor:
             return primitive.forward(*args)
-        parents = tuple(parents)
+        values, parents = tuple(values), tuple(parents)
     try:
         out = primitive.forward(*values)
     except (ValueError, TypeError, IndexError) as error:
@@ -219,66 +221,72 @@ def apply(primitive, args, nin):
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     recording = state
-    if recording.detect_anomaly:
-        _check_finite(out, primitive, values, nin)
-    if not recording.grad_enabled or parents.count(None) == nin:
-        return _wrap(out, None)
-    shape, plain = out.shape, primitive.plain_saved
-    if plain is not None:
-        if None in parents:
-            plain = None  # a constant input: kept as its own copy, or only its shape
-        else:
-            for i in primitive.spreads:
-                if values[i].shape != shape:
-                    plain = None  # broadcast: the input's own shape goes into node.spread
-                    break
-    if plain is None:
-        saved, spread = _kept(primitive, values, parents, shape, nin)
-    else:  # the common case, every input recorded at the result's shape
-        spread = None
-        if not plain:
-            saved = values
-        elif plain[0] is None:
-            saved = plain + values[nin:]
-        else:
-            saved = list(values)
-            for i in plain:
-                saved[i] = None
-            saved = tuple(saved)
+    if not recording.plain:  # the rare modes: anomaly checks on, or grad mode off
+        if recording.detect_anomaly:
+            _check_finite(out, primitive, values, nin)
+        if not recording.grad_enabled:
+            return _wrap(out, None)
+    if None in parents:  # a constant input: kept as the graph's own copy, or its shape
+        if parents.count(None) == nin:
+            return _wrap(out, None)  # nothing requires grad: nothing to record
+        plain = None
+    else:
+        plain = primitive.plain_saved
+    shape, spread = out.shape, None
+    for i in primitive.spreads:
+        if parents[i] is not None and values[i].shape != shape:
+            spread = _stretched(primitive.spreads, values, parents, shape, nin)
+            if not primitive.spreads_unread:
+                plain = None  # a stretched input whose value is read: kept as a broadcast view
+            break
+    if plain is True:
+        saved = values
+    elif plain is None:
+        saved = _kept(primitive, values, parents, shape, spread, nin)
+    else:
+        saved = values[:plain[0]] + plain[1] + values[nin:]
     node = Node(primitive, parents, saved, out if primitive.saves_out else None,
-                shape, out.dtype, recording.tags, None, spread)
-    if recording.detect_anomaly:
+                shape, out.dtype, recording.tags, spread)
+    if not recording.plain:
         node.origin = user_frame()
-    return _wrap(out, node)
+    result = _new_tensor(Tensor)  # Tensor._wrap(out, node), written out: once per op
+    result._value, result.node = out, node
+    return result
 
 
-def _kept(primitive, values, parents, shape, nin):
-    """(saved, spread) for a new node: what the rules will read of each input (its array, its
-    shape, or nothing, as ``primitive.keeps`` says; then the static parameters), and, for an
-    elementwise op, the shapes of the recorded inputs that broadcasting stretched to ``shape``.
+def _stretched(spreads, values, parents, shape, nin):
+    """``node.spread`` for an elementwise op: for each recorded input that broadcasting
+    stretched to ``shape``, its own shape; None for the other inputs.
 
     A stretched input is not recorded as a node of its own: the engine sums its cotangent back
     to its shape (:func:`unbroadcast`) and stretches its tangent (:func:`spread_tangent`), so
-    the rules only ever see inputs of the result's shape (the kept array is a broadcast view,
-    which costs no copy)."""
+    the rules only ever see inputs of the result's shape."""
+    spread = [None] * nin
+    for i in spreads:
+        if parents[i] is not None and values[i].shape != shape:
+            spread[i] = values[i].shape
+    return tuple(spread)
+
+
+def _kept(primitive, values, parents, shape, spread, nin):
+    """What a new node keeps: for each input, its array, its shape, or nothing, as
+    ``primitive.keeps`` says; then the static parameters. A constant's array is kept as the
+    graph's own (:func:`_owned`); a stretched input's as a broadcast view of the result's
+    shape, which costs no copy."""
     keeps = primitive.keeps or (primitive.saves or "v") * nin
-    spreads = primitive.spreads
     saved = list(values)
-    spread = None
-    for i, keep in enumerate(keeps):
-        value = values[i]
-        if parents[i] is None:
-            saved[i] = (_owned(value) if keep == "v" else
-                        _info(value) if keep == "s" else None)
-        elif i in spreads and value.shape != shape:
-            if spread is None:
-                spread = [None] * nin
-            spread[i] = value.shape
-            saved[i] = (np.broadcast_to(value, shape) if keep == "v" else
-                        ArrayInfo(shape, value.dtype) if keep == "s" else None)
-        elif keep != "v":
-            saved[i] = ArrayInfo(value.shape, value.dtype) if keep == "s" else None
-    return tuple(saved), (None if spread is None else tuple(spread))
+    for i in range(nin):
+        keep = keeps[i]
+        if keep == "-":
+            saved[i] = None
+        elif parents[i] is None:
+            saved[i] = _owned(values[i]) if keep == "v" else _info(values[i])
+        elif spread is not None and spread[i] is not None:
+            saved[i] = (np.broadcast_to(values[i], shape) if keep == "v" else
+                        ArrayInfo(shape, values[i].dtype))
+        elif keep == "s":
+            saved[i] = ArrayInfo(values[i].shape, values[i].dtype)
+    return tuple(saved)
 
 
 def _info(constant):

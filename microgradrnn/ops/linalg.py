@@ -64,9 +64,21 @@ def matmul(x, y):
     return out
 
 
+class _NotFused(Exception):
+    """Raised by affine's forward for operands outside its own case (see :func:`affine`)."""
+
+
 def _affine_forward(x, W, c):
+    # The fused case is recognised here, where the operands are plain arrays whose shapes cost
+    # nothing to read, rather than in affine() before the call: an RNN applies affine three
+    # times per step. Anything else (an operand that is no array has no .shape) is handed back
+    # to affine(), which computes the same value with matmul and add.
+    x_shape, W_shape, c_shape = x.shape, W.shape, c.shape
+    if (len(x_shape) != 2 or len(W_shape) != 2 or x_shape[1] != W_shape[0]
+            or c_shape != W_shape[1:] and c_shape != (x_shape[0], W_shape[1])):
+        raise _NotFused
     out = np.matmul(x, W)
-    if type(c) is np.ndarray and c.dtype == out.dtype:
+    if c.dtype == out.dtype:
         out += c  # into the product's own new array: no second (B, p) array
         return out
     return out + c
@@ -81,8 +93,8 @@ _affine = defprimitive(
     _affine_forward, name="affine", saves="vv-", saves_out=False, broadcasts=(2,),
     doc="affine(x, W, c) = x @ W + c for x (B, n), W (n, p) and c (p,) or (B, p);  "
         "dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias)",
-    vjp=(lambda g, out, x, W, c: g @ _t(W),
-         lambda g, out, x, W, c: _t(x) @ g,
+    vjp=(lambda g, out, x, W, c: g @ W.T,   # x and W are matrices here: .T, not _t
+         lambda g, out, x, W, c: x.T @ g,
          lambda g, out, x, W, c: g),
     jvp=(lambda x_dot, out, x, W, c: x_dot @ W,
          lambda W_dot, out, x, W, c: x @ W_dot,
@@ -93,8 +105,7 @@ def affine(x, W, c):
     """``x @ W + c``: one recorded node when x is (B, n), W is (n, p) and c is a bias (p,) or a
     (B, p) term (a layer applied to a batch; a recurrent product added to the input's), else
     the matmul and the broadcasting add, with NumPy's rules."""
-    x_shape, W_shape, c_shape = shape_of(x), shape_of(W), shape_of(c)
-    if (len(x_shape) == 2 and len(W_shape) == 2 and x_shape[1] == W_shape[0]
-            and (c_shape == W_shape[1:] or c_shape == (x_shape[0], W_shape[1]))):
+    try:
         return _affine(x, W, c)
-    return matmul(x, W) + c
+    except (_NotFused, AttributeError):  # not the fused case: the same value, in two nodes
+        return matmul(x, W) + c

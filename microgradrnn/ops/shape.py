@@ -181,42 +181,51 @@ def _concatenate(*args):
     return np.concatenate(xs, axis=axis)
 
 
-class _PerInput:
-    """The VJP rules of a primitive with any number of inputs: ``rules[i]`` is rule(i, ...)."""
+class _PerInput(dict):
+    """The VJP rules of a primitive with any number of inputs: ``rules[i]`` is the rule that
+    ``make_rule(i)`` returns, made on first use and kept (a dict, so the walk finds a rule made
+    before in one lookup)."""
 
-    def __init__(self, rule):
-        self.rule = rule
-        self.cache = {}
+    def __init__(self, make_rule):
+        super().__init__()
+        self.make_rule = make_rule
 
-    def __getitem__(self, i):
-        if i not in self.cache:
-            self.cache[i] = lambda g, out, *args: self.rule(i, g, out, *args)
-        return self.cache[i]
-
-
-def _concatenate_vjp(i, g, out, *args):
-    axis, bounds = args[-2], args[-1]
-    return _getitem(g, (slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),))
+    def __missing__(self, i):
+        rule = self[i] = self.make_rule(i)
+        return rule
 
 
-def _joined_tangents(primitive, tangents, xs, static):
+def _concatenate_vjp(i):
+    """Input i's rule: its slice bounds[i]:bounds[i+1] of g along the joined axis."""
+    def rule(g, out, *args):
+        axis, bounds = args[-2], args[-1]
+        return g[(slice(None),) * axis + (slice(bounds[i], bounds[i + 1]),)]
+    return rule
+
+
+def _joined_tangents(primitive, tangents, static, input_shape):
     """The JVP of a primitive that joins its inputs (concatenate, stack): the same join of
-    their tangents, with zeros for the inputs that have none."""
-    if all(t is None for t in tangents):
+    their tangents, with zeros for the inputs that have none, of shape
+    ``input_shape(i, the shape of a tangent that is there)`` (the inputs' own shapes are not
+    kept: they differ at most along the joined axis)."""
+    present = next((t for t in tangents if t is not None), None)
+    if present is None:
         return None
-    dtype = next(np.result_type(value_of(t)) for t in tangents if t is not None)
-    parts = [t if t is not None else np.zeros(shape_of(x), dtype=dtype)
-             for t, x in zip(tangents, xs)]
+    like, dtype = shape_of(present), np.result_type(value_of(present))
+    parts = [t if t is not None else np.zeros(input_shape(i, like), dtype=dtype)
+             for i, t in enumerate(tangents)]
     return apply(primitive, (*parts, *static), len(parts))
 
 
 def _concatenate_jvp(tangents, out, *args):
-    return _joined_tangents(concatenate_primitive, tangents, args[:-2], args[-2:])
+    axis, bounds = args[-2], args[-1]
+    return _joined_tangents(concatenate_primitive, tangents, args[-2:], lambda i, like: (
+        like[:axis] + (bounds[i + 1] - bounds[i],) + like[axis + 1:]))
 
 
 concatenate_primitive = Primitive(
     "concatenate", _concatenate, vjps=_PerInput(_concatenate_vjp), jvp=_concatenate_jvp,
-    nin=None, saves="s", saves_out=False,
+    nin=None, saves="-", saves_out=False,
     doc="concatenate(x_0, ..., x_n-1, axis, bounds): join along an axis; the VJP of input i "
         "is the slice bounds[i]:bounds[i+1] of g")
 
@@ -237,19 +246,20 @@ def concatenate(xs, axis=0):
     return apply(concatenate_primitive, (*xs, axis, bounds), len(xs))
 
 
-def _stack_vjp(i, g, out, *args):
-    return _getitem(g, (slice(None),) * args[-1] + (i,))
+def _stack_vjp(i):
+    """Input i's rule: g's entry i along the new axis (``g[i]`` for axis 0)."""
+    return lambda g, out, *args: g[(slice(None),) * args[-1] + (i,)]
 
 
 def _stack_jvp(tangents, out, *args):
-    return _joined_tangents(stack_primitive, tangents, args[:-1], args[-1:])
+    return _joined_tangents(stack_primitive, tangents, args[-1:], lambda i, like: like)
 
 
 # One node for the whole stack, not an expand_dims per input and a concatenate: a sequence
 # model stacks its T outputs once per forward pass.
 stack_primitive = Primitive(
     "stack", lambda *args: np.stack(args[:-1], axis=args[-1]), vjps=_PerInput(_stack_vjp),
-    jvp=_stack_jvp, nin=None, saves="s", saves_out=False,
+    jvp=_stack_jvp, nin=None, saves="-", saves_out=False,
     doc="stack(x_0, ..., x_n-1, axis): join along a new axis; the VJP of input i is g's "
         "index i along that axis")
 
@@ -259,7 +269,7 @@ def stack(xs, axis=0):
     xs = list(xs)
     if not xs:
         raise ValueError("stack: needs at least one tensor")
-    shapes = {shape_of(x) for x in xs}
+    shapes = set(map(shape_of, xs))
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
     axis = normalize_axes(axis, len(shape_of(xs[0])) + 1, "stack")[0]
