@@ -172,12 +172,13 @@ def _plain_walk(order, grads, owned, reached):
             continue
         if node.retains_grad:
             reached[node] = g
-        out, args, spread, vjps = node.out, node.saved, node.spread, primitive.vjps
+        spread, vjps = node.spread, primitive.vjps
+        arguments = (g, node.out) + node.saved  # every rule's arguments, built once per node
         i = -1
         for parent in node.parents:
             i += 1
             if parent is not None:
-                g_input = vjps[i](g, out, *args)
+                g_input = vjps[i](*arguments)
                 if spread is not None and spread[i] is not None:
                     g_input = unbroadcast(g_input, spread[i])
                 previous = get(parent)

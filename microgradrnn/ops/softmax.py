@@ -14,7 +14,6 @@ import numpy as np
 from ._core import defprimitive, shape_of, value_of
 from .elementwise import exp
 from .reduce import _logsumexp, normalize_axes, sum as reduce_sum
-from .shape import reshape
 
 __all__ = ["softmax", "softmax_cross_entropy"]
 
@@ -61,7 +60,8 @@ def _softmax_minus_targets(out, x, targets):
     is one exponential, exp(x - logsumexp(x)) (never above 1): no second max, sum or division
     over the (rows, classes) array."""
     lse = out + _target_term(x, targets)
-    probabilities = exp(x - reshape(lse, shape_of(lse) + (1,)))
+    # .reshape, the method: an array's is one C call; a Tensor's records the reshape node
+    probabilities = exp(x - lse.reshape(shape_of(lse) + (1,)))
     return probabilities - _target_distribution(targets, shape_of(x), value_of(probabilities).dtype)
 
 
@@ -76,6 +76,6 @@ softmax_cross_entropy = defprimitive(
         "d/dx = softmax(x) - p. targets: an index tuple picking each row's class, or "
         "probabilities of x's shape",
     vjp=lambda g, out, x, targets: (
-        reshape(g, shape_of(g) + (1,)) * _softmax_minus_targets(out, x, targets)),
+        g.reshape(shape_of(g) + (1,)) * _softmax_minus_targets(out, x, targets)),
     jvp=lambda x_dot, out, x, targets: reduce_sum(
         x_dot * _softmax_minus_targets(out, x, targets), -1))
