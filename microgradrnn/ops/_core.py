@@ -226,25 +226,25 @@ def apply(primitive, args, nin):
             _check_finite(out, primitive, values, nin)
         if not recording.grad_enabled:
             return _wrap(out, None)
-    if None in parents:  # a constant input: kept as the graph's own copy, or its shape
-        if parents.count(None) == nin:
-            return _wrap(out, None)  # nothing requires grad: nothing to record
-        plain = None
-    else:
-        plain = primitive.plain_saved
-    shape, spread = out.shape, None
-    for i in primitive.spreads:
+    constants = None in parents
+    if constants and parents.count(None) == nin:
+        return _wrap(out, None)  # nothing requires grad: nothing to record
+    plain, shape, spread = primitive.plain_saved, out.shape, None
+    for i in primitive.spreads:  # did broadcasting stretch an elementwise input?
         if parents[i] is not None and values[i].shape != shape:
-            spread = _stretched(primitive.spreads, values, parents, shape, nin)
-            if not primitive.spreads_unread:
-                plain = None  # a stretched input whose value is read: kept as a broadcast view
-            break
-    if plain is True:
-        saved = values
-    elif plain is None:
+            if spread is None:
+                spread = [None] * nin
+            spread[i] = values[i].shape  # its own shape, for the engine to sum back to
+    if spread is not None:
+        spread = tuple(spread)
+        if not primitive.spreads_unread:
+            plain = None  # a stretched input whose value is read: kept as a broadcast view
+    if plain is None:
         saved = _kept(primitive, values, parents, shape, spread, nin)
     else:
-        saved = values[:plain[0]] + plain[1] + values[nin:]
+        saved = values if plain is True else values[:plain[0]] + plain[1] + values[nin:]
+        if constants:
+            saved = _own_constants(saved, parents)
     node = Node(primitive, parents, saved, out if primitive.saves_out else None,
                 shape, out.dtype, recording.tags, spread)
     if not recording.plain:
@@ -254,25 +254,26 @@ def apply(primitive, args, nin):
     return result
 
 
-def _stretched(spreads, values, parents, shape, nin):
-    """``node.spread`` for an elementwise op: for each recorded input that broadcasting
-    stretched to ``shape``, its own shape; None for the other inputs.
-
-    A stretched input is not recorded as a node of its own: the engine sums its cotangent back
-    to its shape (:func:`unbroadcast`) and stretches its tangent (:func:`spread_tangent`), so
-    the rules only ever see inputs of the result's shape."""
-    spread = [None] * nin
-    for i in spreads:
-        if parents[i] is not None and values[i].shape != shape:
-            spread[i] = values[i].shape
-    return tuple(spread)
+def _own_constants(saved, parents):
+    """``saved`` with the array of every constant input the rules read replaced by one the
+    graph owns (:func:`_owned`); the other entries as they are."""
+    saved = list(saved)
+    for i, parent in enumerate(parents):
+        if parent is None and saved[i] is not None:
+            saved[i] = _owned(saved[i])
+    return tuple(saved)
 
 
 def _kept(primitive, values, parents, shape, spread, nin):
-    """What a new node keeps: for each input, its array, its shape, or nothing, as
+    """What a new node keeps when its primitive has no fixed plan (``plain_saved`` is None, or
+    a stretched input's value is read): for each input, its array, its shape, or nothing, as
     ``primitive.keeps`` says; then the static parameters. A constant's array is kept as the
     graph's own (:func:`_owned`); a stretched input's as a broadcast view of the result's
-    shape, which costs no copy."""
+    shape, which costs no copy.
+
+    A stretched input (``spread``) is not recorded as a node of its own: the engine sums its
+    cotangent back to its own shape (:func:`unbroadcast`) and stretches its tangent
+    (:func:`spread_tangent`), so the rules only ever see inputs of the result's shape."""
     keeps = primitive.keeps or (primitive.saves or "v") * nin
     saved = list(values)
     for i in range(nin):
