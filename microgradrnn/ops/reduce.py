@@ -83,8 +83,10 @@ def _logsumexp(x, axes, keepdims):
     # Shift by the max so exp never overflows; a slice that is all -inf stays -inf.
     shift = np.max(x, axis=axes, keepdims=True)
     shift = np.where(np.isfinite(shift), shift, 0.0)
+    shifted = np.asarray(x - shift)  # an array even for 0-d x (NumPy gives a scalar)
+    np.exp(shifted, out=shifted)  # in the new array: no second one the size of x
     with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(x - shift), axis=axes, keepdims=True)) + shift
+        out = np.log(np.sum(shifted, axis=axes, keepdims=True)) + shift
     return out if keepdims else np.squeeze(out, axis=axes)
 
 

@@ -61,8 +61,27 @@ def _softmax_minus_targets(out, x, targets):
     over the (rows, classes) array."""
     lse = out + _target_term(x, targets)
     # .reshape, the method: an array's is one C call; a Tensor's records the reshape node
-    probabilities = exp(x - lse.reshape(shape_of(lse) + (1,)))
+    shifted = x - lse.reshape(shape_of(lse) + (1,))
+    if type(shifted) is np.ndarray:
+        # Raw arrays (an ordinary backward pass): the same values computed in the new array,
+        # in place, with no (rows, classes) one-hot array built to be subtracted.
+        probabilities = np.exp(shifted, out=shifted)
+        if isinstance(targets, tuple):
+            probabilities[targets] -= 1.0
+        else:
+            probabilities -= targets
+        return probabilities
+    probabilities = exp(shifted)
     return probabilities - _target_distribution(targets, shape_of(x), value_of(probabilities).dtype)
+
+
+def _cross_entropy_vjp(g, out, x, targets):
+    slope = _softmax_minus_targets(out, x, targets)
+    g = g.reshape(shape_of(g) + (1,))  # one cotangent per row, spread over its classes
+    if type(slope) is np.ndarray and type(g) is np.ndarray:
+        slope *= g  # an array this rule made: scaled in place
+        return slope
+    return g * slope
 
 
 def _forward(x, targets):
@@ -75,7 +94,6 @@ softmax_cross_entropy = defprimitive(
     doc="softmax_cross_entropy(x, targets) = logsumexp(x) - sum_c p_c x_c per row (last axis); "
         "d/dx = softmax(x) - p. targets: an index tuple picking each row's class, or "
         "probabilities of x's shape",
-    vjp=lambda g, out, x, targets: (
-        g.reshape(shape_of(g) + (1,)) * _softmax_minus_targets(out, x, targets)),
+    vjp=_cross_entropy_vjp,
     jvp=lambda x_dot, out, x, targets: reduce_sum(
         x_dot * _softmax_minus_targets(out, x, targets), -1))
