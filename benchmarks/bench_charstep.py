@@ -21,6 +21,7 @@ if HERE not in sys.path:
 import microgradrnn as mg  # noqa: E402
 import rnn  # noqa: E402
 from _bptt_common import (_grads_close, _max_rel_err, _per_round, make_model, numpy_problem, values_of)  # noqa: E402
+from _allocator import page_faults  # noqa: E402
 from _common import Section, compare, ms, table, x  # noqa: E402
 
 
@@ -103,29 +104,52 @@ def run_charstep(quick=False):
     printed = []
     for name, s in setups.items():
         target_s, repeats = plan[name]
-        timings = compare({"engine": s.engine_step, "numpy": s.numpy_step}, repeats, target_s)
+        engine, numpy = _FaultCounter(s.engine_step), _FaultCounter(s.numpy_step)
+        timings = compare({"engine": engine, "numpy": numpy}, repeats, target_s)
         te, tn = timings["engine"], timings["numpy"]
         r_med, r_min, rounds = _per_round(te, tn)
         limit = CHAR_SIZES[name][3]
         torch_x, autograd_x = CONTEXT[name]
         printed.append((f"{name}: {s.describe()}", ms(te.median), ms(tn.median), x(r_med),
                         x(r_min), f"<= {limit:g}x", "met" if r_med <= limit else "MISSED",
-                        torch_x, autograd_x))
+                        f"{engine.per_call:.0f} / {numpy.per_call:.0f}", torch_x, autograd_x))
         section.data[name] = {"H": s.H, "B": s.B, "T": s.T, "engine": te.as_dict(),
                               "numpy": tn.as_dict(), "per_round_ratios": rounds,
-                              "ratio_median_of_rounds": r_med, "ratio_min_over_min": r_min}
+                              "ratio_median_of_rounds": r_med, "ratio_min_over_min": r_min,
+                              "page_faults_per_step": {"engine": engine.per_call,
+                                                       "numpy": numpy.per_call}}
         section.target(f"char-RNN {name} step: ours / hand-written", r_med, limit, "x")
     section.say(table(["size", "ours ms", "by hand ms", "ratio", "(min/min)", "target", "",
-                       "PyTorch", "autograd"], printed))
+                       "faults/step", "PyTorch", "autograd"], printed))
     section.say("  ratio = median over rounds of (ours / by hand) timed back to back in each "
                 f"round ({', '.join(f'{k}: {v[1]}' for k, v in plan.items())} rounds);\n"
                 "  ours = forward + model.zero_grad() + loss.backward(); by hand = rnn.py's "
                 "numpy_grad (probabilities kept from its forward pass).\n"
+                "  faults/step: page faults per step, ours / by hand (about 2 us each here; "
+                "see _allocator.py for why the heap is held).\n"
                 "  PyTorch eager and HIPS autograd ratios: quoted in the issue for this machine, "
                 "not re-measured here.")
     for name in ("S", "M"):
         _breakdown(section, name, setups[name], quick)
     return section
+
+
+class _FaultCounter:
+    """``fn`` itself, counting the page faults of its calls (``per_call``: their mean)."""
+
+    def __init__(self, fn):
+        self.fn, self.faults, self.calls = fn, 0, 0
+
+    def __call__(self):
+        before = page_faults()
+        result = self.fn()
+        self.faults += page_faults() - before
+        self.calls += 1
+        return result
+
+    @property
+    def per_call(self):
+        return self.faults / max(self.calls, 1)
 
 
 class _Instrumented:

@@ -50,6 +50,7 @@ def _set_blas_threads(argv):
 _set_blas_threads(sys.argv[1:])
 
 import _common  # noqa: E402
+from _allocator import hold_the_heap  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
             "checkpointing", "draw", "esn", "rtrl", "hf-cost")
@@ -75,6 +76,9 @@ def main(argv=None):
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="BLAS threads (default 1, or what OPENBLAS_NUM_THREADS / "
                              "OMP_NUM_THREADS / MKL_NUM_THREADS say)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="time with glibc's default malloc thresholds (by default the heap "
+                             "is held: see benchmarks/_allocator.py)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a speed or memory target is missed")
     parser.add_argument("--out", default=os.path.join(HERE, "results"),
@@ -86,9 +90,11 @@ def main(argv=None):
                else None)
 
     info = _common.machine_info(os.path.dirname(HERE))
+    info["heap"] = ("glibc defaults" if args.default_allocator
+                    else "held" if hold_the_heap() else "defaults (not glibc)")
     print("microgradrnn benchmarks" + (" (--quick)" if args.quick else ""))
     for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpu_count", "cpus_usable",
-                "platform", "load_average", "thread_env"):
+                "platform", "load_average", "thread_env", "heap"):
         print(f"  {key:13s} {info[key]}")
 
     import bench_bptt
