@@ -276,6 +276,56 @@ def test_matmul_follows_numpy_rules_with_explicit_gradients(x_shape, y_shape):
     np.testing.assert_allclose(y.grad, dy, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("x_shape, W_shape, c_shape, fused", [
+    ((2, 3), (3, 4), (4,), True),          # a layer's bias
+    ((2, 3), (3, 4), (2, 4), True),        # a recurrent product plus the input's term
+    ((2, 3), (3, 4), (1, 4), False),       # any other c: matmul and add
+    ((5, 2, 3), (3, 4), (4,), False),      # a batch of sequences
+    ((3,), (3, 4), (4,), False),           # a vector
+    ((2, 3), (3, 4), (), False),           # a scalar c
+])
+def test_affine_is_one_node_for_its_own_case_and_matmul_and_add_otherwise(
+        x_shape, W_shape, c_shape, fused):
+    """Where the fused primitive declines, the composite it stands for gives the same value
+    and gradients; the graph shows which of the two was recorded."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(s) for s in (x_shape, W_shape, c_shape)]
+    x, W, c = _leaves(arrays)
+    out = mg.affine(x, W, c)
+    names = {n.primitive.name for n in mg.graph.backward_order([out.node]) if n.primitive}
+    assert names == {"affine"} if fused else ("affine" not in names and {"matmul", "add"} <= names)
+    np.testing.assert_allclose(out.value, np.matmul(arrays[0], arrays[1]) + arrays[2], rtol=1e-13)
+    g = rng.standard_normal(out.shape)
+    mg.sum(out * g).backward()
+    x2, W2, c2 = _leaves(arrays)
+    mg.sum((mg.matmul(x2, W2) + c2) * g).backward()
+    for fused_grad, composite_grad in ((x.grad, x2.grad), (W.grad, W2.grad), (c.grad, c2.grad)):
+        np.testing.assert_allclose(fused_grad, composite_grad, rtol=1e-12, atol=1e-14)
+    # raw arrays and a list: the same value, no graph
+    np.testing.assert_allclose(mg.affine(arrays[0].tolist(), arrays[1], arrays[2]),
+                               np.matmul(arrays[0], arrays[1]) + arrays[2], rtol=1e-13)
+
+
+def test_a_fused_primitive_that_declines_hands_its_arguments_to_the_composite():
+    """defprimitive(..., otherwise=f): the forward takes only positive inputs here; for the
+    rest, f computes the value from other primitives, and its gradient is theirs."""
+    def forward(x):
+        if np.any(x <= 0):
+            raise mg.ops.Declined
+        return np.log(x)
+    log_positive = mg.defprimitive(forward, vjp=lambda g, out, x: g / x,
+                                   jvp=lambda x_dot, out, x: x_dot / x, name="log_positive",
+                                   saves="v", saves_out=False,
+                                   otherwise=lambda x: mg.log(mg.abs(x)))
+    x = mg.tensor([2.0, 4.0], requires_grad=True)
+    assert log_positive(x).node.primitive.name == "log_positive"
+    y = mg.tensor([-2.0, 4.0], requires_grad=True)
+    out = log_positive(y)
+    assert out.node.primitive.name == "log"
+    out.sum().backward()
+    np.testing.assert_allclose(y.grad, [-0.5, 0.25])
+
+
 # -- part 2: numerically delicate functions ------------------------------------------------------
 
 def test_logsumexp_is_exact_for_large_inputs():

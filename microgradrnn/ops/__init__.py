@@ -4,7 +4,8 @@
 accepts Tensors, NumPy arrays and Python scalars: on raw arrays it is plain NumPy, with a
 Tensor among its inputs it returns a Tensor.
 """
-from ._core import AnomalyError, Primitive, apply, broadcast_to, defprimitive, value_of
+from ._core import (AnomalyError, Declined, FusedPrimitive, Primitive, apply, broadcast_to,
+                    defprimitive, value_of)
 from .elementwise import (abs, add, clip, div, exp, log, maximum, minimum, mul, neg, pow, relu,
                           sigmoid, sqrt, sub, tanh, where)
 from .linalg import affine, matmul
@@ -13,7 +14,8 @@ from .reduce import logsumexp, max, mean, min, sum
 from .shape import (concatenate, expand_dims, getitem, reshape, scatter_add, split, squeeze, stack,
                     swapaxes, transpose)
 
-__all__ = ["AnomalyError", "Primitive", "apply", "defprimitive", "value_of",
+__all__ = ["AnomalyError", "Primitive", "FusedPrimitive", "Declined", "apply", "defprimitive",
+           "value_of",
            "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sigmoid", "relu",
            "abs", "sqrt", "maximum", "minimum", "where", "clip",
            "sum", "mean", "max", "min", "logsumexp",

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..graph import ArrayInfo, Node, state, user_frame
 
-__all__ = ["Primitive", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of",
+__all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of",
            "unbroadcast", "spread_tangent", "unspread"]
 
 # The concrete tensor class that op results are made of. It is defined in
@@ -45,6 +45,7 @@ def register_tensor_type(tensor_type):
 
 _wrap = None  # Tensor._wrap, looked up once: apply calls it for every op
 _new_tensor = object.__new__
+ndarray = np.ndarray  # one global look-up, not two, in apply
 
 
 class AnomalyError(FloatingPointError):
@@ -82,14 +83,16 @@ class Primitive:
                         else tuple(broadcasts) if broadcasts else ())
         # When no input is a constant and every stretched input is one whose value the rules
         # never read, what the node keeps is the same at every call, so it is decided here
-        # once: True keeps the arguments as they are (every input's value is read); (k, nones)
-        # keeps the first k inputs' values and None for the rest, whose values are never read
-        # (tanh: (0, (None,)); affine: (2, (None,))). None: each input needs a decision (a
-        # shape is kept, the unread inputs come before read ones, or the count varies).
+        # once: True keeps the arguments as they are (every input's value is read); else
+        # (read, nones, params): the slice of inputs whose values are read, a None for each
+        # of the rest, and the slice of static parameters (tanh: (:0, (None,), 1:); affine:
+        # (:2, (None,), 3:)). None: each input needs a decision (a shape is kept, the unread
+        # inputs come before read ones, or the count varies).
         keeps = self.keeps or ()
         read = keeps.index("-") if "-" in keeps else len(keeps)
         self.plain_saved = (None if nin is None or "s" in keeps or "v" in keeps[read:] else
-                            True if read == nin else (read, (None,) * (nin - read)))
+                            True if read == nin else
+                            (slice(read), (None,) * (nin - read), slice(nin, None)))
         self.spreads_unread = all(keeps[i] == "-" for i in self.spreads) if keeps else False
         self.__doc__ = doc or forward.__doc__
 
@@ -98,6 +101,27 @@ class Primitive:
 
     def __repr__(self):
         return f"<primitive {self.name}>"
+
+
+class Declined(Exception):
+    """Raised by a fused primitive's forward for arguments outside the case it fuses."""
+
+
+class FusedPrimitive(Primitive):
+    """A primitive that fuses a composite for its common case: its forward raises
+    :class:`Declined` for any other arguments, and ``otherwise(*args)`` (the composite, built
+    from other primitives) computes the same value instead. ``affine`` is one: x @ W + c as
+    one node for matrices and a bias, matmul and add for anything else."""
+
+    def __init__(self, *args, otherwise, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.otherwise = otherwise
+
+    def __call__(self, *args):
+        try:
+            return apply(self, args, self.nin)
+        except Declined:
+            return self.otherwise(*args)
 
 
 def _sum_of_input_jvps(rules):
@@ -113,7 +137,7 @@ def _sum_of_input_jvps(rules):
 
 
 def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, broadcasts=False,
-                 doc=None):
+                 doc=None, otherwise=None):
     """Declare a primitive from its forward function and its derivative rules.
 
     ``vjp`` and ``jvp`` are one rule each for a one-input primitive, or tuples with one rule
@@ -135,6 +159,9 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     declares an elementwise primitive whose inputs follow NumPy broadcasting (or pass the
     indices of the inputs that do): its rules then see those inputs at the result's shape, and
     the engine sums their cotangents back to their own shapes.
+    ``otherwise`` makes a fused primitive (:class:`FusedPrimitive`): a forward that handles
+    only a common case raises :class:`Declined` for the rest, and ``otherwise`` (a function of
+    the same arguments, written with other operations) computes those.
     Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
     """
     vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
@@ -148,9 +175,11 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
         raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
-    return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
-                     nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
-                     doc=doc)
+    kind, extra = (Primitive, {}) if otherwise is None else (FusedPrimitive,
+                                                             {"otherwise": otherwise})
+    return kind(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
+                nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
+                doc=doc, **extra)
 
 
 def value_of(x):
@@ -218,7 +247,7 @@ def apply(primitive, args, nin):
         out = primitive.forward(*values)
     except (ValueError, TypeError, IndexError) as error:
         raise _explained(error, primitive, values, nin) from error
-    if type(out) is not np.ndarray:
+    if type(out) is not ndarray:
         out = np.asarray(out)
     recording = state
     if not recording.plain:  # the rare modes: anomaly checks on, or grad mode off
@@ -242,7 +271,7 @@ def apply(primitive, args, nin):
     if plain is None:
         saved = _kept(primitive, values, parents, shape, spread, nin)
     else:
-        saved = values if plain is True else values[:plain[0]] + plain[1] + values[nin:]
+        saved = values if plain is True else values[plain[0]] + plain[1] + values[plain[2]]
         if constants:
             saved = _own_constants(saved, parents)
     node = Node(primitive, parents, saved, out if primitive.saves_out else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import broadcast_to, defprimitive, shape_of
+from ._core import Declined, broadcast_to, defprimitive, shape_of
 from .shape import reshape
 
 __all__ = ["matmul", "affine"]
@@ -64,19 +64,16 @@ def matmul(x, y):
     return out
 
 
-class _NotFused(Exception):
-    """Raised by affine's forward for operands outside its own case (see :func:`affine`)."""
-
-
 def _affine_forward(x, W, c):
     # The fused case is recognised here, where the operands are plain arrays whose shapes cost
-    # nothing to read, rather than in affine() before the call: an RNN applies affine three
-    # times per step. Anything else (an operand that is no array has no .shape) is handed back
-    # to affine(), which computes the same value with matmul and add.
-    x_shape, W_shape, c_shape = x.shape, W.shape, c.shape
+    # nothing to read: matrices x (B, n) and W (n, p), and c a bias (p,) or a term (B, p).
+    try:
+        x_shape, W_shape, c_shape = x.shape, W.shape, c.shape
+    except AttributeError:  # an operand that is no array (a list, a number)
+        raise Declined from None
     if (len(x_shape) != 2 or len(W_shape) != 2 or x_shape[1] != W_shape[0]
             or c_shape != W_shape[1:] and c_shape != (x_shape[0], W_shape[1])):
-        raise _NotFused
+        raise Declined
     out = np.matmul(x, W)
     if c.dtype == out.dtype:
         out += c  # into the product's own new array: no second (B, p) array
@@ -84,28 +81,27 @@ def _affine_forward(x, W, c):
     return out + c
 
 
-# x @ W + c as one node, BLAS's gemm: every layer and every recurrent cell applies it at every
-# time step, as a layer x W + b or as a recurrent term h W_hh added to the input's x W_xh + b.
-# Recording it once instead of twice (a matmul, then an add) halves the bookkeeping of the most
-# frequent pair of operations. c is elementwise with the result (declared to broadcast), so
-# the engine sums its cotangent back to (p,) for a bias: its rule is just g.
-_affine = defprimitive(
+def _matmul_and_add(x, W, c):
+    """affine's other cases: NumPy's rules for matmul and for the broadcasting add."""
+    return matmul(x, W) + c
+
+
+# affine(x, W, c) = x @ W + c as one node, BLAS's gemm: every layer and every recurrent cell
+# applies it at every time step, as a layer x W + b or as a recurrent term h W_hh added to the
+# input's x W_xh + b. Recording it once instead of twice (a matmul, then an add) halves the
+# bookkeeping of the most frequent pair of operations. c is elementwise with the result
+# (declared to broadcast), so the engine sums its cotangent back to (p,) for a bias: its rule
+# is just g. Other shapes (a batch of sequences, a vector, a scalar c) are the matmul and the
+# add, with NumPy's rules.
+affine = defprimitive(
     _affine_forward, name="affine", saves="vv-", saves_out=False, broadcasts=(2,),
-    doc="affine(x, W, c) = x @ W + c for x (B, n), W (n, p) and c (p,) or (B, p);  "
-        "dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias)",
+    otherwise=_matmul_and_add,
+    doc="affine(x, W, c) = x @ W + c: one node for x (B, n), W (n, p) and c a bias (p,) or a "
+        "(B, p) term;  dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias). "
+        "Other shapes: matmul and add, with NumPy's rules",
     vjp=(lambda g, out, x, W, c: g @ W.T,   # x and W are matrices here: .T, not _t
          lambda g, out, x, W, c: x.T @ g,
          lambda g, out, x, W, c: g),
     jvp=(lambda x_dot, out, x, W, c: x_dot @ W,
          lambda W_dot, out, x, W, c: x @ W_dot,
          lambda c_dot, out, x, W, c: c_dot))
-
-
-def affine(x, W, c):
-    """``x @ W + c``: one recorded node when x is (B, n), W is (n, p) and c is a bias (p,) or a
-    (B, p) term (a layer applied to a batch; a recurrent product added to the input's), else
-    the matmul and the broadcasting add, with NumPy's rules."""
-    try:
-        return _affine(x, W, c)
-    except (_NotFused, AttributeError):  # not the fused case: the same value, in two nodes
-        return matmul(x, W) + c
