@@ -28,8 +28,8 @@ import numpy as np
 
 from ..graph import ArrayInfo, Node, state, user_frame
 
-__all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError", "value_of", "shape_of",
-           "unbroadcast", "spread_tangent", "unspread"]
+__all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError",
+           "value_of", "shape_of", "unbroadcast", "spread_tangent", "unspread"]
 
 # The concrete tensor class that op results are made of. It is defined in
 # ``microgradrnn.tensor``, a layer above this one, which registers it here on import
@@ -45,7 +45,7 @@ def register_tensor_type(tensor_type):
 
 _wrap = None  # Tensor._wrap, looked up once: apply calls it for every op
 _new_tensor = object.__new__
-ndarray = np.ndarray  # one global look-up, not two, in apply
+_ndarray = np.ndarray  # one global look-up, not two, in apply
 
 
 class AnomalyError(FloatingPointError):
@@ -247,7 +247,7 @@ def apply(primitive, args, nin):
         out = primitive.forward(*values)
     except (ValueError, TypeError, IndexError) as error:
         raise _explained(error, primitive, values, nin) from error
-    if type(out) is not ndarray:
+    if type(out) is not _ndarray:
         out = np.asarray(out)
     recording = state
     if not recording.plain:  # the rare modes: anomaly checks on, or grad mode off
