@@ -25,7 +25,8 @@ import numpy as np
 
 from .graph import Node, backward_order, nodes_leading_to, state
 from .ops import _core
-from .ops._core import check_cotangent, shape_of, spread_tangent, unbroadcast, unspread
+from .ops._core import check_cotangent, shape_of
+from .ops.broadcasting import broadcast_to, spread_tangent, unbroadcast, unspread
 
 __all__ = ["backward", "backward_pass", "forward_pass", "send", "no_grad", "enable_grad",
            "is_grad_enabled", "scope", "untagged", "detect_anomaly", "record_edge_grads", "EdgeGrad"]
@@ -98,7 +99,7 @@ def _traced(node):
     for i, (parent, a) in enumerate(zip(parents, saved)):
         if parent is not None and type(a) is np.ndarray:
             if spread is not None and spread[i] is not None:
-                a = _core.broadcast_to(wrap(unspread(a, spread[i]), parent), node.shape)
+                a = broadcast_to(wrap(unspread(a, spread[i]), parent), node.shape)
             else:
                 a = wrap(a, parent)
         args.append(a)

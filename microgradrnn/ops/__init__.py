@@ -4,8 +4,8 @@
 accepts Tensors, NumPy arrays and Python scalars: on raw arrays it is plain NumPy, with a
 Tensor among its inputs it returns a Tensor.
 """
-from ._core import (AnomalyError, Declined, FusedPrimitive, Primitive, apply, broadcast_to,
-                    defprimitive, value_of)
+from ._core import AnomalyError, Declined, FusedPrimitive, Primitive, apply, defprimitive, value_of
+from .broadcasting import broadcast_to
 from .elementwise import (abs, add, clip, div, exp, log, maximum, minimum, mul, neg, pow, relu,
                           sigmoid, sqrt, sub, tanh, where)
 from .linalg import affine, matmul

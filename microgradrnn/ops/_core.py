@@ -13,14 +13,11 @@ and operators, which accept raw arrays and Tensors alike: called with raw arrays
 backward) they are plain NumPy; called with Tensors (``create_graph=True``) they record a new
 graph, which is how every derivative is differentiable again with no extra code.
 
-Broadcasting is undone in one place. An input declared elementwise (``broadcasts=True`` for
-every input, or a tuple of input indices, as ``affine``'s added term) may have a smaller shape
-than the result: :func:`apply` then notes that input's own shape in the node (``node.spread``),
-and the engine, not the rule, sums the input's cotangent back to that shape
-(:func:`unbroadcast`) and stretches its tangent forward (:func:`spread_tangent`). So the rules
-only ever see elementwise inputs of the result's shape, and a bias added at every time step
-costs no node of its own. (The explicit ``broadcast_to`` primitive, whose VJP is the same sum,
-remains for users and for matmul's batch axes.)
+An input declared elementwise (``broadcasts=True`` for every input, or a tuple of input
+indices, as ``affine``'s added term) may have a smaller shape than the result: :func:`apply`
+notes its own shape in the node (``node.spread``), and the engine undoes that broadcasting
+(:mod:`microgradrnn.ops.broadcasting`), so the rules only ever see elementwise inputs of the
+result's shape and a bias added at every time step costs no node of its own.
 """
 from __future__ import annotations
 
@@ -29,7 +26,7 @@ import numpy as np
 from ..graph import ArrayInfo, Node, state, user_frame
 
 __all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError",
-           "value_of", "shape_of", "unbroadcast", "spread_tangent", "unspread"]
+           "value_of", "shape_of"]
 
 # The concrete tensor class that op results are made of. It is defined in
 # ``microgradrnn.tensor``, a layer above this one, which registers it here on import
@@ -301,8 +298,8 @@ def _kept(primitive, values, parents, shape, spread, nin):
     shape, which costs no copy.
 
     A stretched input (``spread``) is not recorded as a node of its own: the engine sums its
-    cotangent back to its own shape (:func:`unbroadcast`) and stretches its tangent
-    (:func:`spread_tangent`), so the rules only ever see inputs of the result's shape."""
+    cotangent back to its own shape and stretches its tangent (``ops.broadcasting``), so the
+    rules only ever see inputs of the result's shape."""
     keeps = primitive.keeps or (primitive.saves or "v") * nin
     saved = list(values)
     for i in range(nin):
@@ -323,21 +320,6 @@ def _info(constant):
     if type(constant) is np.ndarray:
         return ArrayInfo(constant.shape, constant.dtype)
     return ArrayInfo(np.shape(constant), np.result_type(constant))
-
-
-def spread_tangent(tangent, own_shape, shape):
-    """The tangent of an input of shape ``own_shape`` that an elementwise op broadcast to
-    ``shape``, stretched the same way (leading tangent-batch axes stay in front)."""
-    return _broadcast_to_jvp((tangent,), None, ArrayInfo(own_shape, None), shape)
-
-
-def unspread(view, own_shape):
-    """The array of shape ``own_shape`` behind a broadcast view of it (no copy; the trailing
-    Ellipsis keeps a 0-d result an array rather than a NumPy scalar)."""
-    lead = view.ndim - len(own_shape)
-    index = (0,) * lead + tuple(slice(0, 1) if n == 1 and m != 1 else slice(None)
-                                for n, m in zip(own_shape, view.shape[lead:]))
-    return view[index + (Ellipsis,)]
 
 
 def _owned(constant):
@@ -389,39 +371,3 @@ def check_cotangent(value, node, input_index):
         f"detect_anomaly: the VJP of {node.primitive.name} produced a non-finite cotangent "
         f"for input {input_index}; input shapes {shapes}; scope tags {dict(node.tags or {})}; "
         f"{made}")
-
-
-def unbroadcast(g, shape):
-    """Sum ``g`` back down to ``shape``: over the leading axes broadcasting added, and (keeping
-    them) over the axes where ``shape`` has 1. Written with methods that arrays and Tensors share."""
-    lead = g.ndim - len(shape)
-    if lead:
-        g = g.sum(axis=0 if lead == 1 else tuple(range(lead)))
-    if 1 in shape:
-        ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-        if ones:
-            g = g.sum(axis=ones, keepdims=True)
-    return g
-
-
-def _broadcast_to_jvp(tangents, out, x, shape):
-    """The tangent broadcast like x. A batch of tangents (extra leading axes, one tangent per
-    entry: forward mode in many directions at once) keeps its leading axes in front: x's
-    axes are lined up with the trailing axes of ``shape``, not with the batch."""
-    x_dot, x_shape = tangents[0], shape_of(x)
-    lead = len(shape_of(x_dot)) - len(x_shape)
-    if lead:
-        batch = shape_of(x_dot)[:lead]
-        x_dot = x_dot.reshape(batch + (1,) * (len(shape) - len(x_shape)) + x_shape)
-        shape = batch + tuple(shape)
-    return broadcast_to(x_dot, shape)
-
-
-broadcast_to = Primitive(
-    "broadcast_to",
-    lambda x, shape: np.broadcast_to(x, shape),
-    vjps=(lambda g, out, x, shape: unbroadcast(g, shape_of(x)),),
-    jvp=_broadcast_to_jvp, nin=1,
-    saves="s", saves_out=False,
-    doc="broadcast_to(x, shape): numpy broadcasting made explicit; its VJP sums the copies "
-        "(the single place where broadcasting is undone).")

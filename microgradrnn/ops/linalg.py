@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import Declined, broadcast_to, defprimitive, shape_of
+from ._core import Declined, defprimitive, shape_of
+from .broadcasting import broadcast_to
 from .shape import reshape
 
 __all__ = ["matmul", "affine"]

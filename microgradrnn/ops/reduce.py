@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from ._core import Primitive, defprimitive, broadcast_to, shape_of, value_of
+from ._core import Primitive, defprimitive, shape_of, value_of
+from .broadcasting import broadcast_to
 from .elementwise import exp, mul
 
 __all__ = ["sum", "mean", "max", "min", "logsumexp", "normalize_axes"]

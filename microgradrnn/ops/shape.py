@@ -12,7 +12,8 @@ import operator
 
 import numpy as np
 
-from ._core import Primitive, apply, broadcast_to, defprimitive, shape_of, value_of
+from ._core import Primitive, apply, defprimitive, shape_of, value_of
+from .broadcasting import broadcast_to
 from .reduce import normalize_axes
 
 __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
