@@ -240,6 +240,27 @@ def test_no_grad_builds_constants_and_enable_grad_turns_recording_back_on():
         y.sum().backward()
 
 
+def test_the_modes_nest_in_any_order_and_each_exit_restores_them():
+    """Ops read one derived flag (grad mode on, no anomaly checks); every combination of the
+    two contexts, nested either way, records, checks and restores as if each were read."""
+    x = mg.tensor([1.0, 4.0], requires_grad=True)
+    bad = mg.tensor([-1.0], requires_grad=True)
+    for outer, inner in [(mg.no_grad, mg.detect_anomaly), (mg.detect_anomaly, mg.no_grad)]:
+        with outer():
+            with inner():
+                assert (x * 2.0).node is None  # grad mode is off inside both
+                with pytest.raises(mg.AnomalyError), np.errstate(invalid="ignore"):
+                    bad.log()                  # and the forward is still checked
+            recorded = (x * 2.0).node is not None
+            assert recorded == (outer is mg.detect_anomaly)
+            with mg.enable_grad():
+                y = x.sqrt()
+                assert y.node is not None and (y.node.origin is not None) == (
+                    outer is mg.detect_anomaly)
+    y = x * 2.0
+    assert y.node is not None and y.node.origin is None  # back to the plain mode
+
+
 def test_detach_cuts_the_graph():
     x = mg.tensor([1.0, 2.0], requires_grad=True)
     y = (x * 3.0).detach() * x
