@@ -39,6 +39,13 @@ def hold_the_heap() -> bool:
                                                                         HELD_BYTES))
 
 
+def heap_for_timings(default_allocator: bool) -> str:
+    """Hold the heap unless ``default_allocator``; what the machine description prints."""
+    if default_allocator:
+        return "glibc defaults"
+    return "held" if hold_the_heap() else "defaults (not glibc)"
+
+
 def page_faults() -> int:
     """Minor page faults of this process so far (memory the kernel had to map in)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -221,13 +221,12 @@ def run_alone(title, name, run, argv):
     import os
     import time
 
-    from _allocator import hold_the_heap
+    from _allocator import heap_for_timings
 
     quick = "--quick" in argv
     here = os.path.dirname(os.path.abspath(__file__))
     info = machine_info(os.path.dirname(here))
-    info["heap"] = ("glibc defaults" if "--default-allocator" in argv
-                    else "held" if hold_the_heap() else "defaults (not glibc)")
+    info["heap"] = heap_for_timings("--default-allocator" in argv)
     print(f"microgradrnn {title} benchmark" + (" (--quick)" if quick else ""))
     for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpus_usable", "load_average",
                 "thread_env", "heap"):

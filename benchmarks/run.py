@@ -50,7 +50,7 @@ def _set_blas_threads(argv):
 _set_blas_threads(sys.argv[1:])
 
 import _common  # noqa: E402
-from _allocator import hold_the_heap  # noqa: E402
+from _allocator import heap_for_timings  # noqa: E402
 
 SECTIONS = ("ops", "chain", "rnn", "bptt", "autograd", "charstep", "tbptt-memory",
             "checkpointing", "draw", "esn", "rtrl", "hf-cost")
@@ -90,8 +90,7 @@ def main(argv=None):
                else None)
 
     info = _common.machine_info(os.path.dirname(HERE))
-    info["heap"] = ("glibc defaults" if args.default_allocator
-                    else "held" if hold_the_heap() else "defaults (not glibc)")
+    info["heap"] = heap_for_timings(args.default_allocator)
     print("microgradrnn benchmarks" + (" (--quick)" if args.quick else ""))
     for key in ("python", "numpy", "blas", "microgradrnn", "cpu", "cpu_count", "cpus_usable",
                 "platform", "load_average", "thread_env", "heap"):
