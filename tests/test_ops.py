@@ -279,10 +279,11 @@ def test_matmul_follows_numpy_rules_with_explicit_gradients(x_shape, y_shape):
 @pytest.mark.parametrize("x_shape, W_shape, c_shape, fused", [
     ((2, 3), (3, 4), (4,), True),          # a layer's bias
     ((2, 3), (3, 4), (2, 4), True),        # a recurrent product plus the input's term
-    ((2, 3), (3, 4), (1, 4), False),       # any other c: matmul and add
+    ((2, 3), (3, 4), (1, 4), True),        # any c that broadcasts to the product
+    ((2, 3), (3, 4), (), True),            # a scalar c (an array)
+    ((2, 3), (3, 4), (5, 2, 4), False),    # a c that enlarges the result: matmul and add
     ((5, 2, 3), (3, 4), (4,), False),      # a batch of sequences
     ((3,), (3, 4), (4,), False),           # a vector
-    ((2, 3), (3, 4), (), False),           # a scalar c
 ])
 def test_affine_is_one_node_for_its_own_case_and_matmul_and_add_otherwise(
         x_shape, W_shape, c_shape, fused):

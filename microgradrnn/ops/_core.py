@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import ArrayInfo, Node, state, user_frame
+from ..graph import ArrayInfo, Node, next_serial, state, user_frame
 
 __all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError",
            "value_of", "shape_of"]
@@ -41,7 +41,7 @@ def register_tensor_type(tensor_type):
 
 
 _wrap = None  # Tensor._wrap, looked up once: apply calls it for every op
-_new_tensor = object.__new__
+_new_tensor = _new_node = object.__new__
 _ndarray = np.ndarray  # one global look-up, not two, in apply
 
 
@@ -252,8 +252,8 @@ def apply(primitive, args, nin):
             _check_finite(out, primitive, values, nin)
         if not recording.grad_enabled:
             return _wrap(out, None)
-    constants = None in parents
-    if constants and parents.count(None) == nin:
+    constants = parents.count(None)
+    if constants == nin:
         return _wrap(out, None)  # nothing requires grad: nothing to record
     plain, shape, spread = primitive.plain_saved, out.shape, None
     for i in primitive.spreads:  # did broadcasting stretch an elementwise input?
@@ -270,19 +270,30 @@ def apply(primitive, args, nin):
     else:
         saved = values if plain is True else values[plain[0]] + plain[1] + values[plain[2]]
         if constants:
-            saved = _own_constants(saved, parents)
-    node = Node(primitive, parents, saved, out if primitive.saves_out else None,
-                shape, out.dtype, recording.tags, spread)
+            saved = _own_constants(saved, parents, constants)
+    # The node and the Tensor around the result: Node(...) and Tensor._wrap(out, node) written
+    # out, as this runs once per op and a call with eight arguments is a measurable share of
+    # a small op's cost.
+    node = _new_node(Node)
+    node.serial, node.primitive, node.parents, node.saved = next_serial(), primitive, parents, saved
+    node.out = out if primitive.saves_out else None
+    node.shape, node.dtype, node.tags, node.spread = shape, out.dtype, recording.tags, spread
+    node.retains_grad = False
     if not recording.plain:
         node.origin = user_frame()
-    result = _new_tensor(Tensor)  # Tensor._wrap(out, node), written out: once per op
+    result = _new_tensor(Tensor)
     result._value, result.node = out, node
     return result
 
 
-def _own_constants(saved, parents):
-    """``saved`` with the array of every constant input the rules read replaced by one the
-    graph owns (:func:`_owned`); the other entries as they are."""
+def _own_constants(saved, parents, count):
+    """``saved`` with the array of each of the ``count`` constant inputs that the rules read
+    replaced by one the graph owns (:func:`_owned`); the other entries as they are."""
+    if count == 1:  # the usual case (a one-hot input, an initial state): no loop
+        i = parents.index(None)
+        if saved[i] is None:
+            return saved
+        return saved[:i] + (_owned(saved[i]),) + saved[i + 1:]
     saved = list(saved)
     for i, parent in enumerate(parents):
         if parent is None and saved[i] is not None:

@@ -66,20 +66,22 @@ def matmul(x, y):
 
 
 def _affine_forward(x, W, c):
-    # The fused case is recognised here, where the operands are plain arrays whose shapes cost
-    # nothing to read: matrices x (B, n) and W (n, p), and c a bias (p,) or a term (B, p).
+    # The fused case: matrices x (B, n) and W (n, p), and c a term that broadcasts to the
+    # product's shape (a bias (p,), a term (B, p)). NumPy checks the shapes as it computes;
+    # any other operands (a batch of matrices, a list, a number) are declined.
     try:
-        x_shape, W_shape, c_shape = x.shape, W.shape, c.shape
-    except AttributeError:  # an operand that is no array (a list, a number)
+        if x.ndim != 2 or W.ndim != 2:
+            raise Declined
+        out = np.matmul(x, W)  # ValueError when x and W do not align
+        if c.dtype == out.dtype:
+            out += c  # into the product's own new array: no second (B, p) array
+            return out  # (ValueError above when c does not broadcast to it)
+    except (AttributeError, ValueError):
         raise Declined from None
-    if (len(x_shape) != 2 or len(W_shape) != 2 or x_shape[1] != W_shape[0]
-            or c_shape != W_shape[1:] and c_shape != (x_shape[0], W_shape[1])):
+    total = out + c  # a c of another dtype: NumPy's promotion, unless c enlarges the result
+    if total.shape != out.shape:
         raise Declined
-    out = np.matmul(x, W)
-    if c.dtype == out.dtype:
-        out += c  # into the product's own new array: no second (B, p) array
-        return out
-    return out + c
+    return total
 
 
 def _matmul_and_add(x, W, c):
@@ -92,13 +94,13 @@ def _matmul_and_add(x, W, c):
 # input's x W_xh + b. Recording it once instead of twice (a matmul, then an add) halves the
 # bookkeeping of the most frequent pair of operations. c is elementwise with the result
 # (declared to broadcast), so the engine sums its cotangent back to (p,) for a bias: its rule
-# is just g. Other shapes (a batch of sequences, a vector, a scalar c) are the matmul and the
-# add, with NumPy's rules.
+# is just g. Other shapes (a batch of sequences, a vector, a c larger than the product) are
+# the matmul and the add, with NumPy's rules.
 affine = defprimitive(
     _affine_forward, name="affine", saves="vv-", saves_out=False, broadcasts=(2,),
     otherwise=_matmul_and_add,
-    doc="affine(x, W, c) = x @ W + c: one node for x (B, n), W (n, p) and c a bias (p,) or a "
-        "(B, p) term;  dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias). "
+    doc="affine(x, W, c) = x @ W + c: one node for x (B, n), W (n, p) and c an array that "
+        "broadcasts to (B, p) (a bias (p,), a term (B, p));  dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias). "
         "Other shapes: matmul and add, with NumPy's rules",
     vjp=(lambda g, out, x, W, c: g @ W.T,   # x and W are matrices here: .T, not _t
          lambda g, out, x, W, c: x.T @ g,
