@@ -284,6 +284,24 @@ class _Setting:
         return False
 
 
+class _Tags:
+    """The context manager of :func:`scope`: :class:`_Setting` for the tags alone, with the
+    field named in the code (an RNN enters a scope at every time step)."""
+
+    __slots__ = ("tags", "previous")
+
+    def __init__(self, tags):
+        self.tags = tags
+
+    def __enter__(self):
+        self.previous, state.tags = state.tags, self.tags
+        return self
+
+    def __exit__(self, *exc):
+        state.tags = self.previous
+        return False
+
+
 def no_grad():
     """Inside, operations are not recorded: results are constants (for evaluation, updates)."""
     return _Setting("grad_enabled", False)
@@ -307,13 +325,13 @@ def scope(**tags):
     outer = state.tags
     if outer:
         tags = {**outer, **tags}
-    return _Setting("tags", MappingProxyType(tags))  # tags: a new dict, made for this call
+    return _Tags(MappingProxyType(tags))  # tags: a new dict, made for this call
 
 
 def untagged():
     """Inside, nodes carry no scope tags, whatever scope the caller is in (a drawing that
     records a fresh step of its own)."""
-    return _Setting("tags", None)
+    return _Tags(None)
 
 
 def detect_anomaly():

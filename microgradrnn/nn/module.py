@@ -71,9 +71,15 @@ class Module:
                 yield name, value
 
     def zero_grad(self):
-        """Forget every parameter's accumulated gradient."""
-        for p in self.parameters():
-            p.grad = None
+        """Forget every parameter's accumulated gradient. (The tree is walked without naming
+        anything, in any order: a training loop calls this at every step.)"""
+        stack = [self]
+        while stack:
+            for name, value in _members(stack.pop()):
+                if isinstance(value, Parameter):
+                    value.grad = None
+                elif isinstance(value, Module) or _is_module_list(value):
+                    stack.append(value)
 
     # -- state -----------------------------------------------------------------------------------
 
