@@ -2,6 +2,8 @@
 log_softmax, cross_entropy, mse and one_hot."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .ops import logsumexp, mean, sum as reduce_sum
@@ -39,6 +41,20 @@ def _reduce(losses, reduction, op):
     raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
+_min_reduce, _max_reduce = np.minimum.reduce, np.maximum.reduce
+
+
+@functools.lru_cache(maxsize=64)
+def _rows(shape):
+    """The index arrays that pick one entry per row of a (shape + (classes,)) array, with the
+    targets as the last index: np.indices(shape, sparse=True), made once per shape (a loss
+    is computed at every step, nearly always of the same shape). Read-only, as shared."""
+    rows = np.indices(shape, sparse=True)
+    for index in rows:
+        index.flags.writeable = False
+    return tuple(rows)
+
+
 def cross_entropy(logits, targets, reduction="mean"):
     """-sum_c p_c log softmax(logits)_c over the last axis, one loss per row.
 
@@ -53,11 +69,11 @@ def cross_entropy(logits, targets, reduction="mean"):
             raise ValueError(f"cross_entropy: integer targets must have shape {shape[:-1]} "
                              f"(the logits' shape {shape} without the class axis), got "
                              f"{targets.shape}")
-        if targets.size and (targets.min() < 0 or targets.max() >= shape[-1]):
+        if targets.size and (_min_reduce(targets, axis=None) < 0
+                             or _max_reduce(targets, axis=None) >= shape[-1]):
             raise ValueError(f"cross_entropy: class indices must lie in [0, {shape[-1] - 1}], "
                              f"got values from {targets.min()} to {targets.max()}")
-        targets = np.indices(targets.shape, sparse=True) + (targets,)  # picks each row's class
-        targets = tuple(targets)
+        targets = _rows(targets.shape) + (targets,)  # picks each row's class
     elif targets.dtype.kind == "f":
         if targets.shape != shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "

@@ -311,6 +311,8 @@ def _kept(primitive, values, parents, shape, spread, nin):
     A stretched input (``spread``) is not recorded as a node of its own: the engine sums its
     cotangent back to its own shape and stretches its tangent (``ops.broadcasting``), so the
     rules only ever see inputs of the result's shape."""
+    if primitive.keeps is None and primitive.saves == "-" and spread is None:
+        return (None,) * nin + values[nin:]  # a variadic op whose rules read no input (stack)
     keeps = primitive.keeps or (primitive.saves or "v") * nin
     saved = list(values)
     for i in range(nin):

@@ -1,4 +1,4 @@
-"""Reductions over axes: sum, max, min and logsumexp (primitives), mean (composite).
+"""Reductions over axes: sum, mean, max, min and logsumexp, each a primitive.
 
 Every reduction takes ``axis`` (None for all axes, an int, or a tuple of ints, negative
 counting from the end) and ``keepdims``. Their VJPs first put the reduced axes back
@@ -12,9 +12,11 @@ import numpy as np
 
 from ._core import Primitive, defprimitive, shape_of, value_of
 from .broadcasting import broadcast_to
-from .elementwise import exp, mul
+from .elementwise import exp
 
 __all__ = ["sum", "mean", "max", "min", "logsumexp", "normalize_axes"]
+
+_add_reduce, _max_reduce, _all_reduce = np.add.reduce, np.maximum.reduce, np.logical_and.reduce
 
 
 def normalize_axes(axis, ndim, op):
@@ -81,14 +83,24 @@ _min = _extremum("min", np.min)
 
 
 def _logsumexp(x, axes, keepdims):
-    # Shift by the max so exp never overflows; a slice that is all -inf stays -inf.
-    shift = np.max(x, axis=axes, keepdims=True)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
+    # Shifted by the max, so that exp never overflows. (The ufuncs' reduce methods, called
+    # directly: np.max and np.sum are Python functions around them, and a loss computes this
+    # once per step.)
+    shift = _max_reduce(x, axis=axes, keepdims=True)
+    finite = np.isfinite(shift)
+    if _all_reduce(finite, axis=None):
+        return _log_of_shifted_sum(x, shift, axes, keepdims)
+    # A slice that is all -inf (or holds inf or nan) is shifted by 0: its sum may be 0, and
+    # log 0 = -inf is then the right answer, not an error.
+    with np.errstate(divide="ignore"):
+        return _log_of_shifted_sum(x, np.where(finite, shift, 0.0), axes, keepdims)
+
+
+def _log_of_shifted_sum(x, shift, axes, keepdims):
     shifted = np.asarray(x - shift)  # an array even for 0-d x (NumPy gives a scalar)
     np.exp(shifted, out=shifted)  # in the new array: no second one the size of x
-    with np.errstate(divide="ignore"):
-        out = np.log(np.sum(shifted, axis=axes, keepdims=True)) + shift
-    return out if keepdims else np.squeeze(out, axis=axes)
+    total = _add_reduce(shifted, axis=axes, keepdims=keepdims)
+    return np.log(total) + (shift if keepdims else shift.reshape(np.shape(total)))
 
 
 def _softmax_weights(x, out, axes, keepdims):
@@ -123,9 +135,20 @@ min = _reduction(_min, "Minimum over ``axis``; tied minima share the gradient eq
 logsumexp = _reduction(_lse, "log(sum(exp(x))) over ``axis``, computed stably.")
 
 
+# mean is a primitive of its own rather than sum times 1/count: one node, not two, for the
+# reduction that ends most losses.
+_mean = defprimitive(
+    lambda x, axes, keepdims, scale: _add_reduce(x, axis=axes, keepdims=keepdims) * scale,
+    name="mean", saves="s", saves_out=False,
+    doc="mean(x, axis, keepdims, scale): the sum times scale = 1/count;  the VJP copies "
+        "g / count back to every position",
+    vjp=lambda g, out, x, axes, keepdims, scale: _sum_vjp(g * scale, out, x, axes, keepdims),
+    jvp=lambda x_dot, out, x, axes, keepdims, scale: _mean(x_dot, axes, keepdims, scale))
+
+
 def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis``: the sum times 1/count."""
+    """Mean over ``axis``: the sum times 1/count (NaN over an empty axis)."""
     shape = shape_of(x)
     axes = normalize_axes(axis, len(shape), "mean")
     count = math.prod(shape[a] for a in axes)
-    return mul(_sum(x, axes, bool(keepdims)), 1.0 / count if count else float("nan"))
+    return _mean(x, axes, bool(keepdims), 1.0 / count if count else float("nan"))

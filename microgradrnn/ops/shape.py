@@ -256,10 +256,20 @@ def _stack_jvp(tangents, out, *args):
     return _joined_tangents(stack_primitive, tangents, args[-1:], lambda i, like: like)
 
 
+def _stack(*args):
+    arrays, axis = args[:-1], args[-1]
+    first = arrays[0]
+    if axis == 0 and type(first) is np.ndarray and first.ndim:
+        # np.stack's own work, without its Python-level checks (stack() has made them): the
+        # arrays end to end, then the new leading axis
+        return np.concatenate(arrays).reshape((len(arrays),) + first.shape)
+    return np.stack(arrays, axis=axis)
+
+
 # One node for the whole stack, not an expand_dims per input and a concatenate: a sequence
 # model stacks its T outputs once per forward pass.
 stack_primitive = Primitive(
-    "stack", lambda *args: np.stack(args[:-1], axis=args[-1]), vjps=_PerInput(_stack_vjp),
+    "stack", _stack, vjps=_PerInput(_stack_vjp),
     jvp=_stack_jvp, nin=None, saves="-", saves_out=False,
     doc="stack(x_0, ..., x_n-1, axis): join along a new axis; the VJP of input i is g's "
         "index i along that axis")
