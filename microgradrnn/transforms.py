@@ -11,7 +11,7 @@ import numpy as np
 
 from .autodiff import backward_pass, checked_seed, enable_grad, forward_pass, no_grad
 from .graph import backward_order, forward_order
-from .ops._core import Primitive, apply, defprimitive, shape_of, value_of
+from .ops._core import Primitive, defprimitive, shape_of, value_of
 from .tensor import Tensor, _leaf_node
 
 __all__ = ["grad", "vjp", "jvp", "hvp", "gnvp", "gauss_newton", "jacobian", "hessian",
@@ -341,7 +341,7 @@ def _checkpoint_jvp(tangents, out, *args):
 
 _checkpoint = Primitive(
     "checkpoint", _checkpoint_forward, vjps=_CheckpointRules(), jvp=_checkpoint_jvp, nin=None,
-    saves_out=False,
+    statics=2, saves_out=False,
     doc="checkpoint(fn, *args): fn's value without its graph; the VJP runs fn again")
 
 
@@ -359,4 +359,4 @@ def checkpoint(fn, *args, params=()):
         if not (_requires_grad(p) and p.is_leaf):
             raise TypeError("checkpoint: params must be leaf tensors that require grad "
                             "(parameters)")
-    return apply(_checkpoint, (*args, *params, fn, params), len(args) + len(params))
+    return _checkpoint(*args, *params, fn, params)

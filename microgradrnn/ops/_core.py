@@ -49,136 +49,6 @@ class AnomalyError(FloatingPointError):
     """A NaN or Inf appeared under ``detect_anomaly()``."""
 
 
-class Primitive:
-    """A differentiable operation: ``forward`` (NumPy), one VJP per input, one JVP.
-
-    Call it like its forward function: ``prim(x, y, *params)``. On raw arrays it is the bare
-    NumPy call; with a Tensor among its inputs it returns a Tensor, recorded when an input
-    requires grad.
-
-    ``saves`` has one letter per input (or one letter for all): ``"v"`` the rules read its
-    values, ``"s"`` only its shape and dtype, ``"-"`` nothing; ``saves_out`` says whether they
-    read the output. None keeps every input's value. ``broadcasts``: True when every input
-    is elementwise with the output (NumPy broadcasting applies), or the indices of the inputs
-    that are (``affine``'s added term); the engine undoes their broadcasting.
-    """
-
-    def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
-                 broadcasts=False, doc=None):
-        self.name = name
-        self.forward = forward
-        self.vjps = vjps   # vjps[i](g, out, *args): the cotangent for input i
-        self.jvp = jvp     # jvp(tangents, out, *args): the tangent of the output
-        self.nin = nin     # the number of inputs; None when each call says (concatenate)
-        self.saves = saves  # None: every input's value (or the letter for all, if one given)
-        self.saves_out = saves_out
-        # what to keep of each input, spelled out once (variadic primitives decide per call)
-        self.keeps = (tuple(saves) if saves and len(saves) == nin and nin
-                      else None if nin is None else tuple((saves or "v") * nin))
-        # the inputs that are elementwise with the output, which broadcasting may stretch
-        self.spreads = (tuple(range(nin or 0)) if broadcasts is True
-                        else tuple(broadcasts) if broadcasts else ())
-        # When no input is a constant and every stretched input is one whose value the rules
-        # never read, what the node keeps is the same at every call, so it is decided here
-        # once: True keeps the arguments as they are (every input's value is read); else
-        # (read, nones, params): the slice of inputs whose values are read, a None for each
-        # of the rest, and the slice of static parameters (tanh: (:0, (None,), 1:); affine:
-        # (:2, (None,), 3:)). None: each input needs a decision (a shape is kept, the unread
-        # inputs come before read ones, or the count varies).
-        keeps = self.keeps or ()
-        read = keeps.index("-") if "-" in keeps else len(keeps)
-        self.plain_saved = (None if nin is None or "s" in keeps or "v" in keeps[read:] else
-                            True if read == nin else
-                            (slice(read), (None,) * (nin - read), slice(nin, None)))
-        self.spreads_unread = all(keeps[i] == "-" for i in self.spreads) if keeps else False
-        self.__doc__ = doc or forward.__doc__
-
-    def __call__(self, *args):
-        return apply(self, args, self.nin)
-
-    def __repr__(self):
-        return f"<primitive {self.name}>"
-
-
-class Declined(Exception):
-    """Raised by a fused primitive's forward for arguments outside the case it fuses."""
-
-
-class FusedPrimitive(Primitive):
-    """A primitive that fuses a composite for its common case: its forward raises
-    :class:`Declined` for any other arguments, and ``otherwise(*args)`` (the composite, built
-    from other primitives) computes the same value instead. ``affine`` is one: x @ W + c as
-    one node for matrices and a bias, matmul and add for anything else."""
-
-    def __init__(self, *args, otherwise, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.otherwise = otherwise
-
-    def __call__(self, *args):
-        try:
-            return apply(self, args, self.nin)
-        except Declined:
-            return self.otherwise(*args)
-
-
-def _sum_of_input_jvps(rules):
-    """Turn per-input JVP rules into one: the output tangent is the sum of the contributions."""
-    def jvp(tangents, out, *args):
-        total = None
-        for rule, tangent in zip(rules, tangents):
-            if tangent is not None:
-                term = rule(tangent, out, *args)
-                total = term if total is None else total + term
-        return total
-    return jvp
-
-
-def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, broadcasts=False,
-                 doc=None, otherwise=None):
-    """Declare a primitive from its forward function and its derivative rules.
-
-    ``vjp`` and ``jvp`` are one rule each for a one-input primitive, or tuples with one rule
-    per input. Rules receive the output and all arguments (inputs, then static parameters)::
-
-        softplus = mg.defprimitive(
-            lambda x: np.logaddexp(0.0, x),
-            vjp=lambda g, out, x: g * mg.sigmoid(x),          # d/dx log(1 + e^x) = sigmoid(x)
-            jvp=lambda x_dot, out, x: x_dot * mg.sigmoid(x),
-            name="softplus", saves="v", saves_out=False)
-
-    Write the rules with microgradrnn operations (``mg.sigmoid``, operators, ``mg.sum``...), not
-    with ``np.*`` functions: then they run on raw arrays during an ordinary backward pass and
-    on Tensors under ``create_graph=True``, so the primitive supports derivatives of any order.
-
-    ``saves`` (one letter per input: ``"v"`` value, ``"s"`` shape only, ``"-"`` nothing) and
-    ``saves_out`` say what the rules read; the graph keeps only that, so intermediate results
-    can be freed. The default keeps everything, which is always right. ``broadcasts=True``
-    declares an elementwise primitive whose inputs follow NumPy broadcasting (or pass the
-    indices of the inputs that do): its rules then see those inputs at the result's shape, and
-    the engine sums their cotangents back to their own shapes.
-    ``otherwise`` makes a fused primitive (:class:`FusedPrimitive`): a forward that handles
-    only a common case raises :class:`Declined` for the rest, and ``otherwise`` (a function of
-    the same arguments, written with other operations) computes those.
-    Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
-    """
-    vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
-    jvps = tuple(jvp) if isinstance(jvp, (tuple, list)) else (jvp,)
-    if len(vjps) != len(jvps):
-        raise ValueError(f"defprimitive: {len(vjps)} VJP rules but {len(jvps)} JVP rules; "
-                         "give one of each per input")
-    if broadcasts not in (True, False) and not set(broadcasts) <= set(range(len(vjps))):
-        raise ValueError(f"defprimitive: broadcasts={broadcasts!r} must be True, False or a "
-                         f"tuple of input indices below {len(vjps)}")
-    if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
-        raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
-                         f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
-    kind, extra = (Primitive, {}) if otherwise is None else (FusedPrimitive,
-                                                             {"otherwise": otherwise})
-    return kind(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
-                nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
-                doc=doc, **extra)
-
-
 def value_of(x):
     """The raw array inside a Tensor, or ``x`` itself (for masks and shapes inside rules)."""
     return x._value if isinstance(x, Tensor) else x
@@ -197,18 +67,27 @@ def _describe(args, nin):
     return ", ".join(str(shape_of(a)) for a in args[:nin])
 
 
-def apply(primitive, args, nin):
-    """Run ``primitive`` on ``args`` (the first ``nin`` are its inputs): raw in, raw out;
-    Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on.
+class Declined(Exception):
+    """Raised by a fused primitive's forward for arguments outside the case it fuses."""
+
+
+def apply(primitive, *args):
+    """Run ``primitive`` on ``args`` (its inputs, then its static parameters): raw in, raw
+    out; Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on.
+    This *is* calling a primitive (``Primitive.__call__``).
 
     This is the hot path of every recorded operation, so the common cases (one or two inputs,
     affine's three) are spelled out rather than looped over."""
+    nin = primitive.nin
+    if nin is None:  # a primitive of any number of inputs (stack): all but the statics
+        nin = len(args) - primitive.statics
     if nin == 1:
         x = args[0]
-        if not isinstance(x, Tensor):
-            return primitive.forward(*args)  # no Tensor at all: the bare NumPy call
-        parents = (x.node,)
-        values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
+        if isinstance(x, Tensor):
+            parents = (x.node,)
+            values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
+        else:
+            parents, values = None, args  # no Tensor at all: the bare NumPy call
     elif nin == 2:
         x, y = args[0], args[1]
         if isinstance(x, Tensor):
@@ -219,8 +98,8 @@ def apply(primitive, args, nin):
         elif isinstance(y, Tensor):
             parents, values = (None, y.node), (x, y._value)
         else:
-            return primitive.forward(*args)
-        if len(args) > 2:
+            parents, values = None, args
+        if len(args) > 2 and parents is not None:
             values += args[2:]
     elif nin == 3 and isinstance(args[1], Tensor) and isinstance(args[2], Tensor):
         x, y, z = args[0], args[1], args[2]  # affine's x W + c: x may be a constant input
@@ -237,13 +116,17 @@ def apply(primitive, args, nin):
             a = args[i]
             if isinstance(a, Tensor):
                 values[i], parents[i], any_tensor = a._value, a.node, True
-        if not any_tensor:
-            return primitive.forward(*args)
-        values, parents = tuple(values), tuple(parents)
+        values, parents = (tuple(values), tuple(parents)) if any_tensor else (args, None)
     try:
         out = primitive.forward(*values)
+    except Declined:  # a fused primitive outside the case it fuses: the composite instead
+        return primitive.otherwise(*args)
     except (ValueError, TypeError, IndexError) as error:
+        if parents is None:
+            raise  # a bare NumPy call (inside a rule, say): NumPy's own error
         raise _explained(error, primitive, values, nin) from error
+    if parents is None:
+        return out  # raw in, raw out
     if type(out) is not _ndarray:
         out = np.asarray(out)
     recording = state
@@ -342,6 +225,126 @@ def _owned(constant):
         constant = constant.copy()
         constant.flags.writeable = False  # ours now: never copied again
     return constant
+
+
+class Primitive:
+    """A differentiable operation: ``forward`` (NumPy), one VJP per input, one JVP.
+
+    Call it like its forward function: ``prim(x, y, *params)``. On raw arrays it is the bare
+    NumPy call; with a Tensor among its inputs it returns a Tensor, recorded when an input
+    requires grad.
+
+    ``saves`` has one letter per input (or one letter for all): ``"v"`` the rules read its
+    values, ``"s"`` only its shape and dtype, ``"-"`` nothing; ``saves_out`` says whether they
+    read the output. None keeps every input's value. ``broadcasts``: True when every input
+    is elementwise with the output (NumPy broadcasting applies), or the indices of the inputs
+    that are (``affine``'s added term); the engine undoes their broadcasting.
+    """
+
+    def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
+                 broadcasts=False, doc=None, statics=0):
+        self.name = name
+        self.forward = forward
+        self.vjps = vjps   # vjps[i](g, out, *args): the cotangent for input i
+        self.jvp = jvp     # jvp(tangents, out, *args): the tangent of the output
+        self.nin = nin     # the number of inputs; None: all the arguments but the last
+        self.statics = statics  # ``statics`` (stack's axis), however many inputs are given
+        self.saves = saves  # None: every input's value (or the letter for all, if one given)
+        self.saves_out = saves_out
+        # what to keep of each input, spelled out once (variadic primitives decide per call)
+        self.keeps = (tuple(saves) if saves and len(saves) == nin and nin
+                      else None if nin is None else tuple((saves or "v") * nin))
+        # the inputs that are elementwise with the output, which broadcasting may stretch
+        self.spreads = (tuple(range(nin or 0)) if broadcasts is True
+                        else tuple(broadcasts) if broadcasts else ())
+        # When no input is a constant and every stretched input is one whose value the rules
+        # never read, what the node keeps is the same at every call, so it is decided here
+        # once: True keeps the arguments as they are (every input's value is read); else
+        # (read, nones, params): the slice of inputs whose values are read, a None for each
+        # of the rest, and the slice of static parameters (tanh: (:0, (None,), 1:); affine:
+        # (:2, (None,), 3:)). None: each input needs a decision (a shape is kept, the unread
+        # inputs come before read ones, or the count varies).
+        keeps = self.keeps or ()
+        read = keeps.index("-") if "-" in keeps else len(keeps)
+        self.plain_saved = (None if nin is None or "s" in keeps or "v" in keeps[read:] else
+                            True if read == nin else
+                            (slice(read), (None,) * (nin - read), slice(nin, None)))
+        self.spreads_unread = all(keeps[i] == "-" for i in self.spreads) if keeps else False
+        self.__doc__ = doc or forward.__doc__
+
+    __call__ = apply  # calling a primitive runs it: prim(x, y, *params) is apply(prim, x, ...)
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+
+class FusedPrimitive(Primitive):
+    """A primitive that fuses a composite for its common case: its forward raises
+    :class:`Declined` for any other arguments, and ``otherwise(*args)`` (the composite, built
+    from other primitives) computes the same value instead. ``affine`` is one: x @ W + c as
+    one node for matrices and a bias, matmul and add for anything else."""
+
+    def __init__(self, *args, otherwise, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.otherwise = otherwise  # apply calls it when the forward declines
+
+
+def _sum_of_input_jvps(rules):
+    """Turn per-input JVP rules into one: the output tangent is the sum of the contributions."""
+    def jvp(tangents, out, *args):
+        total = None
+        for rule, tangent in zip(rules, tangents):
+            if tangent is not None:
+                term = rule(tangent, out, *args)
+                total = term if total is None else total + term
+        return total
+    return jvp
+
+
+def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, broadcasts=False,
+                 doc=None, otherwise=None):
+    """Declare a primitive from its forward function and its derivative rules.
+
+    ``vjp`` and ``jvp`` are one rule each for a one-input primitive, or tuples with one rule
+    per input. Rules receive the output and all arguments (inputs, then static parameters)::
+
+        softplus = mg.defprimitive(
+            lambda x: np.logaddexp(0.0, x),
+            vjp=lambda g, out, x: g * mg.sigmoid(x),          # d/dx log(1 + e^x) = sigmoid(x)
+            jvp=lambda x_dot, out, x: x_dot * mg.sigmoid(x),
+            name="softplus", saves="v", saves_out=False)
+
+    Write the rules with microgradrnn operations (``mg.sigmoid``, operators, ``mg.sum``...), not
+    with ``np.*`` functions: then they run on raw arrays during an ordinary backward pass and
+    on Tensors under ``create_graph=True``, so the primitive supports derivatives of any order.
+
+    ``saves`` (one letter per input: ``"v"`` value, ``"s"`` shape only, ``"-"`` nothing) and
+    ``saves_out`` say what the rules read; the graph keeps only that, so intermediate results
+    can be freed. The default keeps everything, which is always right. ``broadcasts=True``
+    declares an elementwise primitive whose inputs follow NumPy broadcasting (or pass the
+    indices of the inputs that do): its rules then see those inputs at the result's shape, and
+    the engine sums their cotangents back to their own shapes.
+    ``otherwise`` makes a fused primitive (:class:`FusedPrimitive`): a forward that handles
+    only a common case raises :class:`Declined` for the rest, and ``otherwise`` (a function of
+    the same arguments, written with other operations) computes those.
+    Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
+    """
+    vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
+    jvps = tuple(jvp) if isinstance(jvp, (tuple, list)) else (jvp,)
+    if len(vjps) != len(jvps):
+        raise ValueError(f"defprimitive: {len(vjps)} VJP rules but {len(jvps)} JVP rules; "
+                         "give one of each per input")
+    if broadcasts not in (True, False) and not set(broadcasts) <= set(range(len(vjps))):
+        raise ValueError(f"defprimitive: broadcasts={broadcasts!r} must be True, False or a "
+                         f"tuple of input indices below {len(vjps)}")
+    if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
+        raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
+                         f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
+    kind, extra = (Primitive, {}) if otherwise is None else (FusedPrimitive,
+                                                             {"otherwise": otherwise})
+    return kind(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
+                nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
+                doc=doc, **extra)
 
 
 def _explained(error, primitive, args, nin):

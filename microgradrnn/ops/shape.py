@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 
-from ._core import Primitive, apply, defprimitive, shape_of, value_of
+from ._core import Primitive, defprimitive, shape_of, value_of
 from .broadcasting import broadcast_to
 from .reduce import normalize_axes
 
@@ -215,7 +215,7 @@ def _joined_tangents(primitive, tangents, static, input_shape):
     like, dtype = shape_of(present), np.result_type(value_of(present))
     parts = [t if t is not None else np.zeros(input_shape(i, like), dtype=dtype)
              for i, t in enumerate(tangents)]
-    return apply(primitive, (*parts, *static), len(parts))
+    return primitive(*parts, *static)
 
 
 def _concatenate_jvp(tangents, out, *args):
@@ -226,7 +226,7 @@ def _concatenate_jvp(tangents, out, *args):
 
 concatenate_primitive = Primitive(
     "concatenate", _concatenate, vjps=_PerInput(_concatenate_vjp), jvp=_concatenate_jvp,
-    nin=None, saves="-", saves_out=False,
+    nin=None, statics=2, saves="-", saves_out=False,
     doc="concatenate(x_0, ..., x_n-1, axis, bounds): join along an axis; the VJP of input i "
         "is the slice bounds[i]:bounds[i+1] of g")
 
@@ -244,7 +244,7 @@ def concatenate(xs, axis=0):
             raise ValueError(f"concatenate: shapes {shapes} differ outside axis {axis}; all "
                              "tensors must match except along the joined axis")
     bounds = tuple(int(b) for b in np.cumsum([0] + [s[axis] for s in shapes]))
-    return apply(concatenate_primitive, (*xs, axis, bounds), len(xs))
+    return concatenate_primitive(*xs, axis, bounds)
 
 
 def _stack_vjp(i):
@@ -270,7 +270,7 @@ def _stack(*args):
 # model stacks its T outputs once per forward pass.
 stack_primitive = Primitive(
     "stack", _stack, vjps=_PerInput(_stack_vjp),
-    jvp=_stack_jvp, nin=None, saves="-", saves_out=False,
+    jvp=_stack_jvp, nin=None, statics=1, saves="-", saves_out=False,
     doc="stack(x_0, ..., x_n-1, axis): join along a new axis; the VJP of input i is g's "
         "index i along that axis")
 
@@ -284,7 +284,7 @@ def stack(xs, axis=0):
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
     axis = normalize_axes(axis, len(shape_of(xs[0])) + 1, "stack")[0]
-    return apply(stack_primitive, (*xs, axis), len(xs))
+    return stack_primitive(*xs, axis)
 
 
 def split(x, indices_or_sections, axis=0):
