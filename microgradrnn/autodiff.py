@@ -175,9 +175,7 @@ def _plain_walk(order, grads, owned, reached):
             reached[node] = g
         spread, vjps = node.spread, primitive.vjps
         arguments = (g, node.out) + node.saved  # every rule's arguments, built once per node
-        i = -1
-        for parent in node.parents:
-            i += 1
+        for i, parent in enumerate(node.parents):
             if parent is not None:
                 g_input = vjps[i](*arguments)
                 if spread is not None and spread[i] is not None:

@@ -24,10 +24,12 @@ def unbroadcast(g, shape):
     """Sum ``g`` back down to ``shape``: over the leading axes broadcasting added, and (keeping
     them) over the axes where ``shape`` has 1. Written with methods that arrays and Tensors share."""
     lead = g.ndim - len(shape)
+    if lead == 1 and type(g) is np.ndarray and 1 not in shape:
+        # A bias's cotangent, summed over the rows at every time step: np.add.reduce called
+        # directly (an array's .sum() is a Python function around it).
+        return _add_reduce(g, 0)
     if lead:
         axes = 0 if lead == 1 else tuple(range(lead))
-        # an array's .sum() is a Python function around np.add.reduce: called directly here,
-        # where a bias's cotangent is summed at every time step
         g = _add_reduce(g, axes) if type(g) is np.ndarray else g.sum(axis=axes)
     if 1 in shape:
         ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
