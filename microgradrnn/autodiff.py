@@ -265,7 +265,8 @@ def backward(output, grad=None, create_graph=False):
 
 class _Setting:
     """A context manager that sets one field of the recording state and restores it on exit
-    (a small class rather than a generator: RNNs enter a scope at every time step)."""
+    (a small class rather than a generator, cheap to enter; :class:`_Tags` is the same for
+    the scope tags, with the field named in the code, as an RNN enters one at every step)."""
 
     __slots__ = ("name", "value", "previous")
 
@@ -283,8 +284,8 @@ class _Setting:
 
 
 class _Tags:
-    """The context manager of :func:`scope`: :class:`_Setting` for the tags alone, with the
-    field named in the code (an RNN enters a scope at every time step)."""
+    """The context manager of :func:`scope` and :func:`untagged`: sets the tags, restores them
+    on exit."""
 
     __slots__ = ("tags", "previous")
 
