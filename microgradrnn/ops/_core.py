@@ -158,14 +158,21 @@ def apply(primitive, *args):
     # out, as this runs once per op and a call with eight arguments is a measurable share of
     # a small op's cost.
     node = _new_node(Node)
-    node.serial, node.primitive, node.parents, node.saved = next_serial(), primitive, parents, saved
+    node.serial = next_serial()
+    node.primitive = primitive
+    node.parents = parents
+    node.saved = saved
     node.out = out if primitive.saves_out else None
-    node.shape, node.dtype, node.tags, node.spread = shape, out.dtype, recording.tags, spread
+    node.shape = shape
+    node.dtype = out.dtype
+    node.tags = recording.tags
+    node.spread = spread
     node.retains_grad = False
     if not recording.plain:
         node.origin = user_frame()
     result = _new_tensor(Tensor)
-    result._value, result.node = out, node
+    result._value = out
+    result.node = node
     return result
 
 
