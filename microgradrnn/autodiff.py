@@ -265,8 +265,7 @@ def backward(output, grad=None, create_graph=False):
 
 class _Setting:
     """A context manager that sets one field of the recording state and restores it on exit
-    (a small class rather than a generator, cheap to enter; :class:`_Tags` is the same for
-    the scope tags, with the field named in the code, as an RNN enters one at every step)."""
+    (a small class rather than a generator: cheap to enter)."""
 
     __slots__ = ("name", "value", "previous")
 
@@ -280,24 +279,6 @@ class _Setting:
 
     def __exit__(self, *exc):
         setattr(state, self.name, self.previous)
-        return False
-
-
-class _Tags:
-    """The context manager of :func:`scope` and :func:`untagged`: sets the tags, restores them
-    on exit."""
-
-    __slots__ = ("tags", "previous")
-
-    def __init__(self, tags):
-        self.tags = tags
-
-    def __enter__(self):
-        self.previous, state.tags = state.tags, self.tags
-        return self
-
-    def __exit__(self, *exc):
-        state.tags = self.previous
         return False
 
 
@@ -315,22 +296,33 @@ def is_grad_enabled() -> bool:
     return state.grad_enabled
 
 
-def scope(**tags):
+class scope:
     """Tag every node created inside with ``tags`` (e.g. ``scope(t=3, module="rnn")``).
 
     Scopes nest; the tags merge and an inner key wins. Drawing and the BPTT tools group nodes
-    by these tags (one cluster, one gradient contribution per time step ``t``).
+    by these tags (one cluster, one gradient contribution per time step ``t``). (A class, not
+    a function returning one: an RNN enters a scope at every time step.)
     """
-    outer = state.tags
-    if outer:
-        tags = {**outer, **tags}
-    return _Tags(MappingProxyType(tags))  # tags: a new dict, made for this call
+
+    __slots__ = ("tags", "previous")
+
+    def __init__(self, **tags):
+        outer = state.tags
+        self.tags = MappingProxyType({**outer, **tags} if outer else tags)  # a new dict: ours
+
+    def __enter__(self):
+        self.previous, state.tags = state.tags, self.tags
+        return self
+
+    def __exit__(self, *exc):
+        state.tags = self.previous
+        return False
 
 
 def untagged():
     """Inside, nodes carry no scope tags, whatever scope the caller is in (a drawing that
     records a fresh step of its own)."""
-    return _Tags(None)
+    return _Setting("tags", None)
 
 
 def detect_anomaly():

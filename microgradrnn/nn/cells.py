@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import affine
+from ..ops import affine, tanh
 from ..tensor import Parameter, tensor
 from .layers import uniform_init
 from .module import Module
@@ -75,7 +75,7 @@ class RNNCell(_Cell):
         self.b = self._bias()
 
     def forward(self, x, h):
-        return affine(h, self.W_hh, affine(x, self.W_xh, self.b)).tanh()
+        return tanh(affine(h, self.W_hh, affine(x, self.W_xh, self.b)))
 
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         """From ``torch.nn.RNNCell`` arrays: W_xh = weight_ih.T, W_hh = weight_hh.T,

@@ -245,7 +245,8 @@ class Primitive:
     values, ``"s"`` only its shape and dtype, ``"-"`` nothing; ``saves_out`` says whether they
     read the output. None keeps every input's value. ``broadcasts``: True when every input
     is elementwise with the output (NumPy broadcasting applies), or the indices of the inputs
-    that are (``affine``'s added term); the engine undoes their broadcasting.
+    that are (``affine``'s added term); the engine undoes their broadcasting. ``nin=None``
+    takes any number of inputs (``stack``): every argument but the last ``statics``.
     """
 
     def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
@@ -289,7 +290,8 @@ class FusedPrimitive(Primitive):
     """A primitive that fuses a composite for its common case: its forward raises
     :class:`Declined` for any other arguments, and ``otherwise(*args)`` (the composite, built
     from other primitives) computes the same value instead. ``affine`` is one: x @ W + c as
-    one node for matrices and a bias, matmul and add for anything else."""
+    one node for matrices and a term that broadcasts to their product, matmul and add
+    for anything else."""
 
     def __init__(self, *args, otherwise, **kwargs):
         super().__init__(*args, **kwargs)

@@ -249,7 +249,10 @@ def concatenate(xs, axis=0):
 
 def _stack_vjp(i):
     """Input i's rule: g's entry i along the new axis (``g[i]`` for axis 0)."""
-    return lambda g, out, *args: g[(slice(None),) * args[-1] + (i,)]
+    def rule(g, out, *args):
+        axis = args[-1]
+        return g[i] if axis == 0 else g[(slice(None),) * axis + (i,)]
+    return rule
 
 
 def _stack_jvp(tangents, out, *args):
