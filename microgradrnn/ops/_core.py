@@ -181,9 +181,10 @@ def _own_constants(saved, parents, count):
     replaced by one the graph owns (:func:`_owned`); the other entries as they are."""
     if count == 1:  # the usual case (a one-hot input, an initial state): no loop
         i = parents.index(None)
-        if saved[i] is None:
-            return saved
-        return saved[:i] + (_owned(saved[i]),) + saved[i + 1:]
+        constant = saved[i]
+        if type(constant) is not np.ndarray or not constant.flags.writeable:
+            return saved  # not read (None), a number, or an array that is read-only already
+        return saved[:i] + (_owned(constant),) + saved[i + 1:]
     saved = list(saved)
     for i, parent in enumerate(parents):
         if parent is None and saved[i] is not None:
