@@ -56,6 +56,10 @@ class Node:
       ``name`` (a parameter's), ``origin`` (the user's line, under ``detect_anomaly``): these
       are set on few nodes and read rarely, so they are class-level defaults until a node sets
       its own (in its ``__dict__``, made on first assignment): recording does not store them.
+
+    ``__init__`` makes leaves; an op's node is filled field by field in
+    :func:`microgradrnn.ops._core.apply` (a call per op saved), which must set the same fields
+    (``tests/test_autodiff.py`` checks that it does).
     """
 
     __slots__ = ("primitive", "parents", "saved", "out", "shape", "dtype", "tags", "serial",

@@ -142,6 +142,30 @@ def test_no_reference_cycles_an_intermediate_dies_with_its_output():
         gc.enable()
 
 
+@pytest.mark.parametrize("make", [
+    lambda x, W, b: mg.tanh(x),                        # one input
+    lambda x, W, b: x * x,                             # two
+    lambda x, W, b: mg.affine(x, W, b),                # three, a stretched bias
+    lambda x, W, b: mg.affine(np.ones((2, 3)), W, b),  # a constant input
+    lambda x, W, b: mg.stack([x, x]),                  # any number
+])
+def test_a_recorded_node_has_every_field_a_leaf_has(make):
+    """apply fills an op's node field by field rather than through Node.__init__ (a call per
+    op saved): every field that __init__ sets must be set there too, and hold the values
+    __init__ would give."""
+    x = mg.tensor(np.ones((2, 3)), requires_grad=True)
+    W, b = mg.tensor(np.ones((3, 3)), requires_grad=True), mg.tensor(np.ones(3), requires_grad=True)
+    out = make(x, W, b)
+    fields = [f for f in mg.graph.Node.__slots__ if not f.startswith("__")]
+    for field in fields:
+        getattr(out.node, field)  # AttributeError: a slot apply forgot to fill
+        getattr(x.node, field)
+    node = out.node
+    assert node.shape == out.shape and node.dtype == out.dtype and node.retains_grad is False
+    assert node.serial > x.node.serial and node.primitive is not None
+    assert len(node.parents) <= len(node.saved)
+
+
 def test_the_graph_keeps_only_the_values_its_rules_read():
     # add's rules read nothing, so the sum's array lives only as long as its Tensor; tanh's
     # rule reads its output, so that array lives as long as the graph.
