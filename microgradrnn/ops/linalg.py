@@ -73,7 +73,7 @@ def _affine_forward(x, W, c):
         if x.ndim != 2 or W.ndim != 2:
             raise Declined
         out = np.matmul(x, W)  # ValueError when x and W do not align
-        if c.dtype == out.dtype:
+        if c.dtype is out.dtype:  # (a dtype equal but not the same object: the path below)
             out += c  # into the product's own new array: no second (B, p) array
             return out  # (ValueError above when c does not broadcast to it)
     except (AttributeError, ValueError):
