@@ -13,8 +13,8 @@ logits of every step stacked, mean cross-entropy, the gradient of all five param
 
 For each: the time per step as a ratio to the hand-written one (median of per-round ratios,
 the three timed back to back in every round), and the Python bytecodes executed in one step
-(``sys.settrace`` with opcode events: exact and repeatable, whatever the machine is doing).
-The minimal recorder's ratio is about the best a Python-level recorder can do at that size;
+(``sys.settrace`` with opcode events: exact and repeatable, whatever the machine is doing);
+then each one's forward and backward timed apart (where the engine's distance lies). The minimal recorder's ratio is about the best a Python-level recorder can do at that size;
 the engine's distance from it is the price of its features. Not part of ``run.py``: it is a
 diagnostic, with no target of its own.
 """
@@ -198,10 +198,45 @@ def ratios_to_hand(steps, seconds):
         len(rounds)
 
 
+def phase_times(floor, seconds):
+    """Median microseconds of each phase of the three steps, timed back to back in rounds:
+    the forward (recorded) and the backward (zero_grad included for the engine) apart."""
+    char, leaves = floor.char, floor.leaves
+
+    def engine():
+        t0 = time.perf_counter()
+        loss = char.forward()
+        t1 = time.perf_counter()
+        char.backward(loss)
+        return t1 - t0, time.perf_counter() - t1
+
+    def minimal():
+        t0 = time.perf_counter()
+        loss = MinimalRecorder.loss(leaves, floor.xs, char.targets, floor.h0)
+        t1 = time.perf_counter()
+        MinimalRecorder.gradients(loss)
+        return t1 - t0, time.perf_counter() - t1
+
+    def hand():
+        t0 = time.perf_counter()
+        cache = char.numpy_forward()[1]
+        t1 = time.perf_counter()
+        char.numpy_backward(cache)
+        return t1 - t0, time.perf_counter() - t1
+
+    phases = {"engine": engine, "minimal": minimal, "hand": hand}
+    names, rounds, start = list(phases), [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(rounds) < 5:
+        k = len(rounds) % 3
+        rounds.append({name: phases[name]() for name in names[k:] + names[:k]})
+    return {name: tuple(statistics.median(r[name][i] for r in rounds) * 1e6 for i in (0, 1))
+            for name in names}
+
+
 def run(quick=False, sizes=("S", "M")):
     section = Section("floor", "the char-RNN step against a minimal recorder and the "
                                "hand-written NumPy BPTT: time and Python bytecodes per step")
-    rows = []
+    rows, split = [], []
     for name in sizes:
         H, B, T, target = CHAR_SIZES[name]
         floor = Floor(H, B, T)
@@ -213,11 +248,18 @@ def run(quick=False, sizes=("S", "M")):
         rows.append((f"{name}: H={H}, B={B}, T={T}", x(ratios["engine"]), x(ratios["minimal"]),
                      f"<= {target:g}x", f"{counts['engine']:,}", f"{counts['minimal']:,}",
                      f"{counts['hand']:,}", str(rounds)))
-        section.data[name] = {"ratios": ratios, "bytecodes": counts, "rounds": rounds}
+        phases = phase_times(floor, 1.0 if quick else 5.0)
+        split.append((name,) + tuple(f"{phases[k][i]:,.0f}" for k in phases for i in (0, 1)))
+        section.data[name] = {"ratios": ratios, "bytecodes": counts, "rounds": rounds,
+                              "phases_us": phases}
     section.say(table(["size", "engine", "minimal", "target", "engine bytecodes",
                        "minimal bytecodes", "hand bytecodes", "rounds"], rows))
     section.say("  engine / minimal: time per step over the hand-written step's, median of "
                 "per-round ratios; bytecodes: executed in one step (exact).")
+    section.say("\n" + table(["size", "engine fwd us", "engine bwd us", "minimal fwd us",
+                              "minimal bwd us", "hand fwd us", "hand bwd us"], split))
+    section.say("  each phase timed apart, the three steps back to back in rounds (medians); the "
+                "engine's backward includes model.zero_grad().")
     return section
 
 
