@@ -14,8 +14,9 @@ logits of every step stacked, mean cross-entropy, the gradient of all five param
 For each: the time per step as a ratio to the hand-written one (median of per-round ratios,
 the three timed back to back in every round), and the Python bytecodes executed in one step
 (``sys.settrace`` with opcode events: exact and repeatable, whatever the machine is doing);
-then each one's forward and backward timed apart (where the engine's distance lies). The minimal recorder's ratio is about the best a Python-level recorder can do at that size;
-the engine's distance from it is the price of its features. Not part of ``run.py``: it is a
+then each one's forward and backward timed apart (where the engine's distance lies). The
+minimal recorder's ratio is about the best a Python-level recorder can do at that size; the
+engine's distance from it is the price of its features. Not part of ``run.py``: it is a
 diagnostic, with no target of its own.
 """
 from __future__ import annotations

@@ -67,20 +67,21 @@ def matmul(x, y):
 
 def _affine_forward(x, W, c):
     # The fused case: matrices x (B, n) and W (n, p), and c a term that broadcasts to the
-    # product's shape (a bias (p,), a term (B, p)). NumPy checks the shapes as it computes;
+    # product's shape (a bias (p,), a term (B, p)). NumPy checks the shapes as it computes (a
+    # ValueError: x and W do not align, or c does not broadcast to the product); those and
     # any other operands (a batch of matrices, a list, a number) are declined.
     try:
         if x.ndim != 2 or W.ndim != 2:
             raise Declined
-        out = np.matmul(x, W)  # ValueError when x and W do not align
-        if c.dtype is out.dtype:  # (a dtype equal but not the same object: the path below)
+        out = np.matmul(x, W)
+        if c.dtype is out.dtype:  # (an equal dtype that is another object: the path below)
             out += c  # into the product's own new array: no second (B, p) array
-            return out  # (ValueError above when c does not broadcast to it)
+            return out
+        total = out + c  # another dtype: NumPy's promotion
     except (AttributeError, ValueError):
         raise Declined from None
-    total = out + c  # a c of another dtype: NumPy's promotion, unless c enlarges the result
     if total.shape != out.shape:
-        raise Declined
+        raise Declined  # c enlarged the result
     return total
 
 
@@ -100,8 +101,9 @@ affine = defprimitive(
     _affine_forward, name="affine", saves="vv-", saves_out=False, broadcasts=(2,),
     otherwise=_matmul_and_add,
     doc="affine(x, W, c) = x @ W + c: one node for x (B, n), W (n, p) and c an array that "
-        "broadcasts to (B, p) (a bias (p,), a term (B, p));  dx = g W^T,  dW = x^T g,  dc = g (summed over the rows for a bias). "
-        "Other shapes: matmul and add, with NumPy's rules",
+        "broadcasts to (B, p) (a bias (p,), a term (B, p));  dx = g W^T,  dW = x^T g,  "
+        "dc = g (summed over the rows for a bias). Other shapes: matmul and add, with "
+        "NumPy's rules",
     vjp=(lambda g, out, x, W, c: g @ W.T,   # x and W are matrices here: .T, not _t
          lambda g, out, x, W, c: x.T @ g,
          lambda g, out, x, W, c: g),
