@@ -142,12 +142,12 @@ def backward_pass(outputs, seeds, wanted=None, create_graph=False, order=None, o
             out, args = _traced(node)
         else:
             out, args = node.out, node.saved
-        spread, vjps = node.spread, primitive.vjps
+        spreads, shape, vjps = primitive.spreads, node.shape, primitive.vjps
         for i, parent in enumerate(node.parents):
             if parent is not None and (leading is None or parent in leading):
                 g_input = vjps[i](g, out, *args)
-                if spread is not None and spread[i] is not None:
-                    g_input = unbroadcast(g_input, spread[i])
+                if i in spreads and parent.shape != shape:  # broadcast: summed back
+                    g_input = unbroadcast(g_input, parent.shape)
                 if check:
                     check_cotangent(g_input, node, i)
                 if create_graph:
@@ -173,13 +173,13 @@ def _plain_walk(order, grads, owned, reached):
             continue
         if node.retains_grad:
             reached[node] = g
-        spread, vjps = node.spread, primitive.vjps
+        spreads, shape, vjps = primitive.spreads, node.shape, primitive.vjps
         arguments = (g, node.out) + node.saved  # every rule's arguments, built once per node
         for i, parent in enumerate(node.parents):
             if parent is not None:
                 g_input = vjps[i](*arguments)
-                if spread is not None and spread[i] is not None:
-                    g_input = unbroadcast(g_input, spread[i])
+                if i in spreads and parent.shape != shape:  # broadcast: summed back
+                    g_input = unbroadcast(g_input, parent.shape)
                 previous = get(parent)
                 if previous is None:
                     grads[parent] = g_input

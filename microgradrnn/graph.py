@@ -47,9 +47,10 @@ class Node:
       read its values, its :class:`ArrayInfo` when they need only its shape, None when they never
       look at it; then the static parameters (an axis, a shape, an index);
     * ``out``: the output array when the rules read it, else None;
-    * ``spread``: None, or one entry per input: the input's own shape where an elementwise op
-      broadcast it to the result's shape (the engine sums its cotangent back to that shape and
-      broadcasts its tangent forward), None where it was not broadcast;
+    * ``spread`` (read off the inputs' nodes, not stored): None, or one entry per input: the
+      input's own shape where an elementwise op broadcast it to the result's shape (the engine
+      sums its cotangent back to that shape and broadcasts its tangent forward), None where it
+      was not broadcast;
     * ``shape``, ``dtype``: of the value; ``tags``: the scope tags; ``serial``: the creation
       number (a node is always created after its inputs);
     * ``grad``: filled by ``backward`` on leaves and on nodes that asked (``retains_grad``);
@@ -63,12 +64,12 @@ class Node:
     """
 
     __slots__ = ("primitive", "parents", "saved", "out", "shape", "dtype", "tags", "serial",
-                 "spread", "retains_grad", "__dict__", "__weakref__")
+                 "retains_grad", "__dict__", "__weakref__")
     grad = None
     name = None
     origin = None
 
-    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None, spread=None):
+    def __init__(self, primitive, parents, saved, out, shape, dtype, tags=None):
         self.serial = next_serial()
         self.primitive = primitive
         self.parents = parents
@@ -77,8 +78,24 @@ class Node:
         self.shape = shape
         self.dtype = dtype
         self.tags = tags
-        self.spread = spread
         self.retains_grad = False  # a slot, not a default: the backward walk reads it per node
+
+    @property
+    def spread(self):
+        """Where this op broadcast an elementwise input (``primitive.spreads``) to its result's
+        shape: per input, that input's own shape, or None (not stretched, or a constant); None
+        when no input was stretched. An input's shape is its node's, so recording stores
+        nothing for it; the backward walk makes the same comparison inline."""
+        primitive = self.primitive
+        if primitive is None or not primitive.spreads:
+            return None
+        parents, shape = self.parents, self.shape
+        own = [None] * len(parents)
+        for i in primitive.spreads:
+            parent = parents[i]
+            if parent is not None and parent.shape != shape:
+                own[i] = parent.shape
+        return None if own.count(None) == len(own) else tuple(own)
 
     @property
     def is_leaf(self) -> bool:

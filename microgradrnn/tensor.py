@@ -145,9 +145,12 @@ class Tensor:
                                  f"computed by {self.node.primitive.name}")
         new = np.asarray(value_of(new), dtype=self._value.dtype)
         new.flags.writeable = False
+        node = self.node
+        if node is not None and new.shape != node.shape:
+            # A new shape makes a new leaf: the graphs recorded so far keep the old one, whose
+            # shape their nodes were checked against (a gradient for it has the old shape).
+            self.node = _leaf_node(new, node.name)
         self._value = new
-        if self.node is not None:
-            self.node.shape = new.shape
 
     def numpy(self) -> np.ndarray:
         """The array (read-only), without the graph."""

@@ -252,6 +252,22 @@ def test_scopes_nest_and_the_inner_key_wins():
     assert d.node.tags is None
 
 
+def test_a_leaf_given_a_value_of_a_new_shape_gets_a_new_node():
+    """Graphs recorded before keep the node of the old shape (the engine compares an input's
+    node shape with the result's to undo broadcasting); the same shape keeps the node, so
+    gradients accumulate."""
+    w = mg.Parameter(np.ones(3), name="w")
+    y = (mg.tensor(np.ones((2, 3))) * w).sum()
+    node = w.node
+    w.value = np.full(3, 2.0)
+    assert w.node is node
+    w.value = np.ones((2, 3))
+    assert w.node is not node and w.node.shape == (2, 3) and w.node.name == "w"
+    y.backward()  # the old graph: its gradient has the old shape, on the old node
+    np.testing.assert_array_equal(node.grad, np.full(3, 2.0))
+    assert w.grad is None
+
+
 def test_no_grad_builds_constants_and_enable_grad_turns_recording_back_on():
     x = mg.tensor([1.0, 2.0], requires_grad=True)
     with mg.no_grad():

@@ -14,10 +14,10 @@ backward) they are plain NumPy; called with Tensors (``create_graph=True``) they
 graph, which is how every derivative is differentiable again with no extra code.
 
 An input declared elementwise (``broadcasts=True`` for every input, or a tuple of input
-indices, as ``affine``'s added term) may have a smaller shape than the result: :func:`apply`
-notes its own shape in the node (``node.spread``), and the engine undoes that broadcasting
-(:mod:`microgradrnn.ops.broadcasting`), so the rules only ever see elementwise inputs of the
-result's shape and a bias added at every time step costs no node of its own.
+indices, as ``affine``'s added term) may have a smaller shape than the result: its node's
+shape differs from the result's (``node.spread`` reads it off), and the engine undoes that
+broadcasting (:mod:`microgradrnn.ops.broadcasting`), so the rules only ever see elementwise
+inputs of the result's shape and a bias added at every time step costs no node of its own.
 """
 from __future__ import annotations
 
@@ -77,17 +77,15 @@ def apply(primitive, *args):
     This *is* calling a primitive (``Primitive.__call__``).
 
     This is the hot path of every recorded operation, so the common cases (one or two inputs,
-    affine's three) are spelled out rather than looped over."""
+    affine's three; grad mode on and every input's keep decided in advance) are spelled out
+    rather than looped over; :func:`_record` takes the rest."""
     nin = primitive.nin
-    if nin is None:  # a primitive of any number of inputs (stack): all but the statics
-        nin = len(args) - primitive.statics
     if nin == 1:
         x = args[0]
-        if isinstance(x, Tensor):
-            parents = (x.node,)
-            values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
-        else:
-            parents, values = None, args  # no Tensor at all: the bare NumPy call
+        if not isinstance(x, Tensor):
+            return _bare(primitive, args)
+        parents = (x.node,)
+        values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
     elif nin == 2:
         x, y = args[0], args[1]
         if isinstance(x, Tensor):
@@ -98,8 +96,8 @@ def apply(primitive, *args):
         elif isinstance(y, Tensor):
             parents, values = (None, y.node), (x, y._value)
         else:
-            parents, values = None, args
-        if len(args) > 2 and parents is not None:
+            return _bare(primitive, args)
+        if len(args) > 2:
             values += args[2:]
     elif nin == 3 and isinstance(args[1], Tensor) and isinstance(args[2], Tensor):
         x, y, z = args[0], args[1], args[2]  # affine's x W + c: x may be a constant input
@@ -110,50 +108,42 @@ def apply(primitive, *args):
         if len(args) > 3:
             values += args[3:]
     else:  # any number of inputs, some of them constants
+        if nin is None:  # a primitive of any number of inputs (stack): all but the statics
+            nin = len(args) - primitive.statics
         values, parents = list(args), [None] * nin
         any_tensor = False
         for i in range(nin):
             a = args[i]
             if isinstance(a, Tensor):
                 values[i], parents[i], any_tensor = a._value, a.node, True
-        values, parents = (tuple(values), tuple(parents)) if any_tensor else (args, None)
+        if not any_tensor:
+            return _bare(primitive, args)
+        values, parents = tuple(values), tuple(parents)
     try:
         out = primitive.forward(*values)
     except Declined:  # a fused primitive outside the case it fuses: the composite instead
         return primitive.otherwise(*args)
     except (ValueError, TypeError, IndexError) as error:
-        if parents is None:
-            raise  # a bare NumPy call (inside a rule, say): NumPy's own error
         raise _explained(error, primitive, values, nin) from error
-    if parents is None:
-        return out  # raw in, raw out
     if type(out) is not _ndarray:
         out = np.asarray(out)
-    recording = state
-    if not recording.plain:  # the rare modes: anomaly checks on, or grad mode off
-        if recording.detect_anomaly:
-            _check_finite(out, primitive, values, nin)
-        if not recording.grad_enabled:
-            return _wrap(out, None)
-    constants = parents.count(None)
-    if constants == nin:
-        return _wrap(out, None)  # nothing requires grad: nothing to record
-    plain, shape, spread = primitive.plain_saved, out.shape, None
-    for i in primitive.spreads:  # did broadcasting stretch an elementwise input?
-        if parents[i] is not None and values[i].shape != shape:
-            if spread is None:
-                spread = [None] * nin
-            spread[i] = values[i].shape  # its own shape, for the engine to sum back to
-    if spread is not None:
-        spread = tuple(spread)
-        if not primitive.spreads_unread:
-            plain = None  # a stretched input whose value is read: kept as a broadcast view
-    if plain is None:
-        saved = _kept(primitive, values, parents, shape, spread, nin)
+    read = primitive.reads
+    if read is None or not state.plain:
+        return _record(primitive, out, parents, values, nin)  # a mode is on, or no fixed plan
+    shape = out.shape
+    for i in primitive.spreads_read:  # an elementwise input whose value the rules read:
+        if parents[i] is not None and values[i].shape != shape:  # stretched, it is kept
+            return _record(primitive, out, parents, values, nin)  # as a broadcast view
+    if read != nin:  # a None in place of each input whose value is not read
+        saved = values[primitive.read_values] + primitive.unread  # (one tuple: slices made once)
+        if len(values) > nin:
+            saved += values[nin:]  # the static parameters
     else:
-        saved = values if plain is True else values[plain[0]] + plain[1] + values[plain[2]]
-        if constants:
-            saved = _own_constants(saved, parents, constants)
+        saved = values
+    if None in parents:  # a constant input, or only constants
+        saved = _own_constants(saved, parents, nin)
+        if saved is None:
+            return _wrap(out, None)  # nothing requires grad: nothing to record
     # The node and the Tensor around the result: Node(...) and Tensor._wrap(out, node) written
     # out, as this runs once per op and a call with eight arguments is a measurable share of
     # a small op's cost.
@@ -165,20 +155,59 @@ def apply(primitive, *args):
     node.out = out if primitive.saves_out else None
     node.shape = shape
     node.dtype = out.dtype
-    node.tags = recording.tags
-    node.spread = spread
+    node.tags = state.tags
     node.retains_grad = False
-    if not recording.plain:
-        node.origin = user_frame()
     result = _new_tensor(Tensor)
     result._value = out
     result.node = node
     return result
 
 
-def _own_constants(saved, parents, count):
-    """``saved`` with the array of each of the ``count`` constant inputs that the rules read
-    replaced by one the graph owns (:func:`_owned`); the other entries as they are."""
+def _bare(primitive, args):
+    """No Tensor among the inputs (inside a rule, say): the bare NumPy call, with NumPy's own
+    errors; a fused primitive outside its case runs its composite."""
+    try:
+        return primitive.forward(*args)
+    except Declined:
+        return primitive.otherwise(*args)
+
+
+def _record(primitive, out, parents, values, nin):
+    """:func:`apply`'s result for the cases its fast path leaves: a mode is on (anomaly checks,
+    grad mode off), the node keeps a shape or an input's value at the result's shape (a
+    stretched input whose value the rules read), or the primitive takes any number of inputs."""
+    recording = state
+    if not recording.plain:
+        if recording.detect_anomaly:
+            _check_finite(out, primitive, values, nin)
+        if not recording.grad_enabled:
+            return _wrap(out, None)
+    constants = parents.count(None)
+    if constants == nin:
+        return _wrap(out, None)  # nothing requires grad: nothing to record
+    shape, stretched = out.shape, False
+    for i in primitive.spreads:  # did broadcasting stretch an elementwise input?
+        if parents[i] is not None and values[i].shape != shape:
+            stretched = True
+    if primitive.reads is None or stretched and primitive.spreads_read:
+        saved = _kept(primitive, values, parents, shape, stretched, nin)
+    else:
+        saved = values[primitive.read_values] + primitive.unread + values[nin:]
+        if constants:
+            saved = _own_constants(saved, parents, nin)
+    node = Node(primitive, parents, saved, out if primitive.saves_out else None, shape,
+                out.dtype, recording.tags)
+    if not recording.plain:
+        node.origin = user_frame()
+    return _wrap(out, node)
+
+
+def _own_constants(saved, parents, nin):
+    """``saved`` with the array of each constant input that the rules read replaced by one
+    the graph owns (:func:`_owned`); None when every input is a constant (nothing to record)."""
+    count = parents.count(None)
+    if count == nin:
+        return None
     if count == 1:  # the usual case (a one-hot input, an initial state): no loop
         i = parents.index(None)
         constant = saved[i]
@@ -192,19 +221,20 @@ def _own_constants(saved, parents, count):
     return tuple(saved)
 
 
-def _kept(primitive, values, parents, shape, spread, nin):
-    """What a new node keeps when its primitive has no fixed plan (``plain_saved`` is None, or
-    a stretched input's value is read): for each input, its array, its shape, or nothing, as
+def _kept(primitive, values, parents, shape, stretched, nin):
+    """What a new node keeps when its primitive has no fixed plan (``reads`` is None), or when
+    a stretched input's value is read: for each input, its array, its shape, or nothing, as
     ``primitive.keeps`` says; then the static parameters. A constant's array is kept as the
     graph's own (:func:`_owned`); a stretched input's as a broadcast view of the result's
     shape, which costs no copy.
 
-    A stretched input (``spread``) is not recorded as a node of its own: the engine sums its
-    cotangent back to its own shape and stretches its tangent (``ops.broadcasting``), so the
+    A stretched input is not recorded as a node of its own: the engine sums its cotangent back
+    to its own shape and stretches its tangent (``ops.broadcasting``, ``Node.spread``), so the
     rules only ever see inputs of the result's shape."""
-    if primitive.keeps is None and primitive.saves == "-" and spread is None:
+    if primitive.keeps is None and primitive.saves == "-" and not stretched:
         return (None,) * nin + values[nin:]  # a variadic op whose rules read no input (stack)
     keeps = primitive.keeps or (primitive.saves or "v") * nin
+    spreads = primitive.spreads if stretched else ()
     saved = list(values)
     for i in range(nin):
         keep = keeps[i]
@@ -212,7 +242,7 @@ def _kept(primitive, values, parents, shape, spread, nin):
             saved[i] = None
         elif parents[i] is None:
             saved[i] = _owned(values[i]) if keep == "v" else _info(values[i])
-        elif spread is not None and spread[i] is not None:
+        elif i in spreads and values[i].shape != shape:
             saved[i] = (np.broadcast_to(values[i], shape) if keep == "v" else
                         ArrayInfo(shape, values[i].dtype))
         elif keep == "s":
@@ -266,19 +296,20 @@ class Primitive:
         # the inputs that are elementwise with the output, which broadcasting may stretch
         self.spreads = (tuple(range(nin or 0)) if broadcasts is True
                         else tuple(broadcasts) if broadcasts else ())
-        # When no input is a constant and every stretched input is one whose value the rules
-        # never read, what the node keeps is the same at every call, so it is decided here
-        # once: True keeps the arguments as they are (every input's value is read); else
-        # (read, nones, params): the slice of inputs whose values are read, a None for each
-        # of the rest, and the slice of static parameters (tanh: (:0, (None,), 1:); affine:
-        # (:2, (None,), 3:)). None: each input needs a decision (a shape is kept, the unread
-        # inputs come before read ones, or the count varies).
+        # What the node keeps, when it can be decided once here (every input's keep is its value
+        # or nothing, and the inputs read come first): ``reads``, the number of leading inputs
+        # whose values the rules read (``read_values``: their slice); a None (``unread``)
+        # stands for each of the rest; the static parameters follow (tanh: 0 read, (None,);
+        # affine: 2 read, (None,)). None: each call decides (a shape is kept, an unread input
+        # comes before a read one, or the number of inputs varies).
         keeps = self.keeps or ()
         read = keeps.index("-") if "-" in keeps else len(keeps)
-        self.plain_saved = (None if nin is None or "s" in keeps or "v" in keeps[read:] else
-                            True if read == nin else
-                            (slice(read), (None,) * (nin - read), slice(nin, None)))
-        self.spreads_unread = all(keeps[i] == "-" for i in self.spreads) if keeps else False
+        fixed = nin is not None and "s" not in keeps and "v" not in keeps[read:]
+        self.reads = read if fixed else None
+        self.read_values, self.unread = slice(read), (None,) * (len(keeps) - read)
+        # the elementwise inputs whose values the rules read: stretched, they are kept as a
+        # broadcast view of the result's shape (the rules see every input at that shape)
+        self.spreads_read = tuple(i for i in self.spreads if keeps and keeps[i] == "v")
         self.__doc__ = doc or forward.__doc__
 
     __call__ = apply  # calling a primitive runs it: prim(x, y, *params) is apply(prim, x, ...)

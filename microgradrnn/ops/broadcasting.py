@@ -1,11 +1,11 @@
 """Broadcasting, undone in one place.
 
 An elementwise op may stretch an input to the result's shape (NumPy broadcasting). The input
-is not recorded as a node of its own: its node notes the input's own shape (``node.spread``,
-see :func:`microgradrnn.ops._core.apply`), and the engine, not the op's rules, uses the three
-functions here: reverse mode sums the input's cotangent back to its shape (:func:`unbroadcast`),
-forward mode stretches its tangent (:func:`spread_tangent`), and ``create_graph`` re-broadcasts
-its array on the graph (:func:`unspread` finds the array behind the kept view). The explicit
+is not recorded as a node of its own: its node's shape differs from the result's (which
+``Node.spread`` reads off), and the engine, not the op's rules, uses the three functions here:
+reverse mode sums the input's cotangent back to its shape (:func:`unbroadcast`), forward mode
+stretches its tangent (:func:`spread_tangent`), and ``create_graph`` re-broadcasts its array on
+the graph (:func:`unspread` finds the array behind the kept view). The explicit
 ``broadcast_to`` primitive, whose VJP is the same sum, is for users and for matmul's batch axes.
 """
 from __future__ import annotations
