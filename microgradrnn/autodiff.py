@@ -319,6 +319,32 @@ class scope:
         return False
 
 
+class time_steps:
+    """One scope for a loop over time: ``with time_steps(module) as steps:``, then
+    ``steps.at(t)`` at the start of each step tags every node created after it with
+    ``t=t, module=module`` (merged into the tags of the scope around the loop), as entering
+    ``scope(t=t, module=module)`` at every step would, at a fraction of the cost (an RNN does
+    this T times per sequence). The tags in force before the loop come back at its end."""
+
+    __slots__ = ("module", "outer")
+
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        self.outer = state.tags
+        return self
+
+    def at(self, t):
+        """From here on, nodes belong to step ``t``."""
+        outer, tags = self.outer, {"t": t, "module": self.module}
+        state.tags = MappingProxyType({**outer, **tags} if outer else tags)
+
+    def __exit__(self, *exc):
+        state.tags = self.outer
+        return False
+
+
 def untagged():
     """Inside, nodes carry no scope tags, whatever scope the caller is in (a drawing that
     records a fresh step of its own)."""

@@ -252,6 +252,27 @@ def test_scopes_nest_and_the_inner_key_wins():
     assert d.node.tags is None
 
 
+def test_time_steps_tags_each_step_as_entering_a_scope_there_would():
+    x = mg.tensor([1.0], requires_grad=True)
+    by_time_steps, by_scopes = [], []
+    with mg.scope(part="outer", t=-1):
+        with mg.autodiff.time_steps("rnn") as time:
+            for t in range(3):
+                time.at(t)
+                by_time_steps.append(x * float(t))
+        after = x * 1.0
+        for t in range(3):
+            with mg.scope(t=t, module="rnn"):
+                by_scopes.append(x * float(t))
+    assert [dict(y.node.tags) for y in by_time_steps] == [dict(y.node.tags) for y in by_scopes]
+    assert dict(by_time_steps[2].node.tags) == {"part": "outer", "t": 2, "module": "rnn"}
+    assert dict(after.node.tags) == {"part": "outer", "t": -1}  # the outer tags are back
+    with mg.autodiff.time_steps("rnn") as time:
+        time.at(5)
+        y = x * 2.0
+    assert dict(y.node.tags) == {"t": 5, "module": "rnn"} and (x * 2.0).node.tags is None
+
+
 def test_a_leaf_given_a_value_of_a_new_shape_gets_a_new_node():
     """Graphs recorded before keep the node of the old shape (the engine compares an input's
     node shape with the result's to undo broadcasting); the same shape keeps the node, so

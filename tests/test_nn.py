@@ -129,6 +129,27 @@ def test_every_op_of_step_t_is_tagged_and_stacked_rnns_stay_apart():
     assert sorted(n.tags["t"] for n in matmuls_of_w) == [0, 1, 2, 3]  # one consumer per step
 
 
+def test_a_whole_sequence_and_step_by_step_record_the_same_tags_and_values():
+    """RNNModel's forward (one scope for the loop, moved at each step) and its step (one
+    scope per call, how truncated BPTT streams) give every node the same tags."""
+    rng = np.random.default_rng(4)
+    xs = rng.normal(size=(3, 2, 4))
+    model = RNNModel(RNNCell(4, 5, seed=1), mg.nn.Linear(5, 4, seed=2))
+    outputs, _ = model(xs, t0=7)
+    state, stepped = model.initial_state(2), []
+    for t, x in enumerate(xs):
+        output, state = model.step(x, state, 7 + t)
+        stepped.append(output)
+
+    def tags(outputs):  # in creation order
+        order = mg.graph.forward_order([y.node for y in outputs])
+        return [(n.primitive.name, dict(n.tags)) for n in order if n.primitive]
+
+    assert tags(outputs) == tags(stepped)
+    assert tags(outputs)[-1] == ("affine", {"t": 9, "module": "rnn"})
+    assert all(np.array_equal(a.value, b.value) for a, b in zip(outputs, stepped))
+
+
 def test_a_list_of_inputs_and_one_array_give_the_same_unroll():
     rng = np.random.default_rng(2)
     xs = rng.normal(size=(5, 2, 3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autodiff import scope
+from ..autodiff import scope, time_steps
 from ..ops import where
 from ..ops._core import shape_of, value_of
 from .module import Module, _place
@@ -42,11 +42,15 @@ class RNN(Module):
         if steps == 0:
             raise ValueError("RNN: the sequence is empty (T = 0)")
         xs = read_only_sequence(xs)
-        state = self.cell.initial_state(shape_of(xs[0])[0]) if h0 is None else h0
+        cell = self.cell
+        state = cell.initial_state(shape_of(xs[0])[0]) if h0 is None else h0
         hs = []
-        for t in range(steps):
-            state = self.step(xs[t], state, t0 + t, None if mask is None else mask[t])
-            hs.append(self.cell.output(state))
+        with time_steps(self.tag) as time:  # :meth:`step` at every t, in one scope
+            for t in range(steps):
+                time.at(t0 + t)
+                new = cell(xs[t], state)
+                state = new if mask is None else carry_over(mask[t], new, state)
+                hs.append(cell.output(state))
         return hs, state
 
     def step(self, x, state, t, mask=None):
@@ -112,9 +116,13 @@ class RNNModel(Module):
     def forward(self, xs, h0=None, mask=None, t0=0):
         state = self.initial_state(shape_of(xs[0])[0]) if h0 is None else h0
         xs = read_only_sequence(xs)
+        cell, head, embedding = self.rnn.cell, self.head, self.embedding
         outputs = []
-        for t in range(len(xs)):
-            output, new = self.step(xs[t], state, t0 + t)
-            state = new if mask is None else carry_over(mask[t], new, state)
-            outputs.append(output)
+        with time_steps(self.rnn.tag) as time:  # :meth:`step` at every t, in one scope
+            for t in range(len(xs)):
+                time.at(t0 + t)
+                x = xs[t] if embedding is None else embedding(xs[t])
+                new = cell(x, state)
+                state = new if mask is None else carry_over(mask[t], new, state)
+                outputs.append(head(cell.output(new)))
         return outputs, state
