@@ -8,7 +8,9 @@ Timing rules (the machine is shared and noisy):
   with the order rotated each round), so that a slow spell of the machine hits all of them
   alike and the ratios stay meaningful even when the absolute times drift;
 * the garbage collector stays on (it is part of what a user pays); ``gc.collect()`` runs before
-  each batch so that every batch starts from the same state.
+  each batch so that every batch starts from the same state (for rounds of one short call
+  each, where a full collection would take longer than the call, before the batches of every
+  ``collect_every``-th round).
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ class Timing:
                 "samples_s": self.samples}
 
 
-def _batch(fn, number):
-    gc.collect()
+def _batch(fn, number, collect=True):
+    if collect:
+        gc.collect()
     start = time.perf_counter()
     for _ in range(number):
         fn()
@@ -62,10 +65,13 @@ def calibrate(fn, target_seconds):
         number = max(number * 2, int(number * target_seconds / max(elapsed, 1e-9) * 1.1))
 
 
-def compare(cases, repeats, target_seconds=0.0):
+def compare(cases, repeats, target_seconds=0.0, collect_every=1):
     """Time each callable in ``cases`` ({name: fn}) round-robin, ``repeats`` batches each.
 
-    ``target_seconds`` = 0 means one call per batch (for cases that take milliseconds).
+    ``target_seconds`` = 0 means one call per batch (for cases that take milliseconds): many
+    short rounds then follow the machine's changes of speed more closely than a few long
+    ones. ``collect_every``: the rounds whose batches start with ``gc.collect()`` (every one by
+    default).
     """
     timings = {}
     for name, fn in cases.items():
@@ -77,9 +83,9 @@ def compare(cases, repeats, target_seconds=0.0):
         timings[name] = Timing(number=number)
     names = list(cases)
     for r in range(repeats):
-        shift = r % len(names)
+        shift, collect = r % len(names), r % collect_every == 0
         for name in names[shift:] + names[:shift]:
-            timings[name].samples.append(_batch(cases[name], timings[name].number))
+            timings[name].samples.append(_batch(cases[name], timings[name].number, collect))
     return timings
 
 

@@ -99,19 +99,24 @@ def run_charstep(quick=False):
                       f"loss {loss.item():.15g} vs {want_loss:.15g}, max rel. error "
                       f"{_max_rel_err(got, want_grads):.1e}")
 
-    plan = {"S": (0.05, 7) if quick else (0.2, 21), "M": (0.05, 5) if quick else (0.2, 21),
-            "L": (0.0, 2) if quick else (0.0, 7)}
+    # Rounds of one call of each (S and M: about 8 s of rounds; L: 7 rounds): the shared
+    # machine changes speed from one fraction of a second to the next, and a round of two
+    # single calls sees both at the same speed far more often than a round of two 0.2 s
+    # batches does (in such rounds S's per-round ratios once ranged from 1.1 to 2.0).
+    plan = {"S": 151 if quick else 2001, "M": 15 if quick else 201, "L": 2 if quick else 7}
     printed = []
     for name, s in setups.items():
-        target_s, repeats = plan[name]
+        repeats = plan[name]
         engine, numpy = _FaultCounter(s.engine_step), _FaultCounter(s.numpy_step)
-        timings = compare({"engine": engine, "numpy": numpy}, repeats, target_s)
+        timings = compare({"engine": engine, "numpy": numpy}, repeats,
+                          collect_every=1 if name == "L" else 25)
         te, tn = timings["engine"], timings["numpy"]
         r_med, r_min, rounds = _per_round(te, tn)
+        quartiles = statistics.quantiles(rounds, n=4)
         limit = CHAR_SIZES[name][3]
         torch_x, autograd_x = CONTEXT[name]
         printed.append((f"{name}: {s.describe()}", ms(te.median), ms(tn.median), x(r_med),
-                        x(r_min), f"<= {limit:g}x", "met" if r_med <= limit else "MISSED",
+                        f"{quartiles[0]:.2f}-{quartiles[2]:.2f}", x(r_min), f"<= {limit:g}x", "met" if r_med <= limit else "MISSED",
                         f"{engine.per_call:.0f} / {numpy.per_call:.0f}", torch_x, autograd_x))
         section.data[name] = {"H": s.H, "B": s.B, "T": s.T, "engine": te.as_dict(),
                               "numpy": tn.as_dict(), "per_round_ratios": rounds,
@@ -119,10 +124,12 @@ def run_charstep(quick=False):
                               "page_faults_per_step": {"engine": engine.per_call,
                                                        "numpy": numpy.per_call}}
         section.target(f"char-RNN {name} step: ours / hand-written", r_med, limit, "x")
-    section.say(table(["size", "ours ms", "by hand ms", "ratio", "(min/min)", "target", "",
+    section.say(table(["size", "ours ms", "by hand ms", "ratio", "middle half", "(min/min)",
+                       "target", "",
                        "faults/step", "PyTorch", "autograd"], printed))
-    section.say("  ratio = median over rounds of (ours / by hand) timed back to back in each "
-                f"round ({', '.join(f'{k}: {v[1]}' for k, v in plan.items())} rounds);\n"
+    section.say("  ratio = median over rounds of (ours / by hand), one call of each timed back "
+                f"to back in each round ({', '.join(f'{k}: {v}' for k, v in plan.items())} "
+                "rounds, the order alternating); middle half: the quartiles of those ratios;\n"
                 "  ours = forward + model.zero_grad() + loss.backward(); by hand = rnn.py's "
                 "numpy_grad (probabilities kept from its forward pass).\n"
                 "  faults/step: page faults per step, ours / by hand (about 2 us each here; "
