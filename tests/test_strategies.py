@@ -81,7 +81,7 @@ def test_rnn_configs_are_small_and_positive(config):
 
 
 def _offered_operations():
-    not_operations = {"AnomalyError", "Primitive", "FusedPrimitive", "Declined", "apply",
+    not_operations = {"AnomalyError", "Primitive", "Declined", "apply",
                       "defprimitive", "value_of"}
     return sorted(set(OPS_ALL) - not_operations) + ["softmax", "log_softmax", "cross_entropy",
                                                     "mse"]

@@ -4,7 +4,7 @@
 accepts Tensors, NumPy arrays and Python scalars: on raw arrays it is plain NumPy, with a
 Tensor among its inputs it returns a Tensor.
 """
-from ._core import AnomalyError, Declined, FusedPrimitive, Primitive, apply, defprimitive, value_of
+from ._core import AnomalyError, Declined, Primitive, apply, defprimitive, value_of
 from .broadcasting import broadcast_to
 from .elementwise import (abs, add, clip, div, exp, log, maximum, minimum, mul, neg, pow, relu,
                           sigmoid, sqrt, sub, tanh, where)
@@ -14,7 +14,7 @@ from .reduce import logsumexp, max, mean, min, sum
 from .shape import (concatenate, expand_dims, getitem, reshape, scatter_add, split, squeeze, stack,
                     swapaxes, transpose)
 
-__all__ = ["AnomalyError", "Primitive", "FusedPrimitive", "Declined", "apply", "defprimitive",
+__all__ = ["AnomalyError", "Primitive", "Declined", "apply", "defprimitive",
            "value_of",
            "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sigmoid", "relu",
            "abs", "sqrt", "maximum", "minimum", "where", "clip",

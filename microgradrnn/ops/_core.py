@@ -25,7 +25,7 @@ import numpy as np
 
 from ..graph import ArrayInfo, Node, next_serial, state, user_frame
 
-__all__ = ["Primitive", "FusedPrimitive", "Declined", "defprimitive", "apply", "AnomalyError",
+__all__ = ["Primitive", "Declined", "defprimitive", "apply", "AnomalyError",
            "value_of", "shape_of"]
 
 # The concrete tensor class that op results are made of. It is defined in
@@ -281,7 +281,7 @@ class Primitive:
     """
 
     def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
-                 broadcasts=False, doc=None, statics=0):
+                 broadcasts=False, doc=None, statics=0, otherwise=None):
         self.name = name
         self.forward = forward
         self.vjps = vjps   # vjps[i](g, out, *args): the cotangent for input i
@@ -310,24 +310,15 @@ class Primitive:
         # the elementwise inputs whose values the rules read: stretched, they are kept as a
         # broadcast view of the result's shape (the rules see every input at that shape)
         self.spreads_read = tuple(i for i in self.spreads if keeps and keeps[i] == "v")
+        # A fused primitive: its forward handles a common case and raises Declined for the
+        # rest, which ``otherwise`` (the composite, built from other primitives) computes.
+        self.otherwise = otherwise
         self.__doc__ = doc or forward.__doc__
 
     __call__ = apply  # calling a primitive runs it: prim(x, y, *params) is apply(prim, x, ...)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
-
-
-class FusedPrimitive(Primitive):
-    """A primitive that fuses a composite for its common case: its forward raises
-    :class:`Declined` for any other arguments, and ``otherwise(*args)`` (the composite, built
-    from other primitives) computes the same value instead. ``affine`` is one: x @ W + c as
-    one node for matrices and a term that broadcasts to their product, matmul and add
-    for anything else."""
-
-    def __init__(self, *args, otherwise, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.otherwise = otherwise  # apply calls it when the forward declines
 
 
 def _sum_of_input_jvps(rules):
@@ -365,7 +356,7 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     declares an elementwise primitive whose inputs follow NumPy broadcasting (or pass the
     indices of the inputs that do): its rules then see those inputs at the result's shape, and
     the engine sums their cotangents back to their own shapes.
-    ``otherwise`` makes a fused primitive (:class:`FusedPrimitive`): a forward that handles
+    ``otherwise`` makes a fused primitive: a forward that handles
     only a common case raises :class:`Declined` for the rest, and ``otherwise`` (a function of
     the same arguments, written with other operations) computes those.
     Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
@@ -381,11 +372,9 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
         raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
-    kind, extra = (Primitive, {}) if otherwise is None else (FusedPrimitive,
-                                                             {"otherwise": otherwise})
-    return kind(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
-                nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
-                doc=doc, **extra)
+    return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
+                     nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
+                     doc=doc, otherwise=otherwise)
 
 
 def _explained(error, primitive, args, nin):
