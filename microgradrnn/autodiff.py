@@ -17,6 +17,7 @@ the derivatives they compute are recorded too, and can be differentiated again.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -337,12 +338,19 @@ class time_steps:
 
     def at(self, t):
         """From here on, nodes belong to step ``t``."""
-        outer, tags = self.outer, {"t": t, "module": self.module}
-        state.tags = MappingProxyType({**outer, **tags} if outer else tags)
+        outer = self.outer
+        state.tags = (_step_tags(t, self.module) if outer is None else
+                      MappingProxyType({**outer, "t": t, "module": self.module}))
 
     def __exit__(self, *exc):
         state.tags = self.outer
         return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_tags(t, module):
+    """The tags of step ``t`` of ``module`` (read-only, so one mapping serves every graph)."""
+    return MappingProxyType({"t": t, "module": module})
 
 
 def untagged():

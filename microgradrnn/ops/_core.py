@@ -134,12 +134,10 @@ def apply(primitive, *args):
     for i in primitive.spreads_read:  # an elementwise input whose value the rules read:
         if parents[i] is not None and values[i].shape != shape:  # stretched, it is kept
             return _record(primitive, out, parents, values, nin)  # as a broadcast view
-    if read != nin:  # a None in place of each input whose value is not read
-        saved = values[primitive.read_values] + primitive.unread  # (one tuple: slices made once)
-        if len(values) > nin:
-            saved += values[nin:]  # the static parameters
-    else:
-        saved = values
+    # a None in place of each input whose value is not read, then the static parameters
+    # (joining an empty tuple makes no new one: tanh keeps primitive.unread itself)
+    saved = (values if read == nin else
+             values[primitive.read_values] + primitive.unread + values[nin:])
     if None in parents:  # a constant input, or only constants
         saved = _own_constants(saved, parents, nin)
         if saved is None:
