@@ -57,12 +57,8 @@ class RNN(Module):
         """One step at absolute time ``t``: the cell's new state (kept as ``state`` where
         ``mask`` is false)."""
         with scope(t=t, module=self.tag):
-            return self.step_in_scope(x, state, mask)
-
-    def step_in_scope(self, x, state, mask=None):
-        """:meth:`step` for a caller that has already entered the step's scope."""
-        new = self.cell(x, state)
-        return new if mask is None else carry_over(mask, new, state)
+            new = self.cell(x, state)
+            return new if mask is None else carry_over(mask, new, state)
 
 
 def read_only_sequence(xs):
