@@ -181,6 +181,75 @@ def test_the_graph_keeps_only_the_values_its_rules_read():
     np.testing.assert_allclose(x.grad, 3 * (1 - np.tanh(2.0) ** 2))
 
 
+def _cube_keeping_its_slope(calls):
+    """x^3 as a primitive whose forward also returns 3 x^2 (its by-product), which the VJP
+    reuses on raw arrays and recomputes on Tensors; ``calls`` counts the reuses."""
+    def forward(x):
+        return x ** 3, 3.0 * x * x
+
+    def vjp(g, out, x, slope):
+        if type(x) is np.ndarray:
+            calls.append(slope)
+            return g * slope
+        return g * (3.0 * x * x)  # recorded: its derivative 6x is then there too
+
+    return mg.defprimitive(forward, name="cube", saves="v", saves_out=False, byproduct=True,
+                           vjp=vjp, jvp=lambda x_dot, out, x, slope: x_dot * slope)
+
+
+def test_a_byproduct_is_kept_for_the_rules_and_never_seen_outside_them():
+    calls = []
+    cube = _cube_keeping_its_slope(calls)
+    a = np.array([0.5, -2.0])
+    bare = cube(a)  # raw in, raw out: the result alone, not (result, by-product)
+    assert type(bare) is np.ndarray
+    np.testing.assert_array_equal(bare, a ** 3)
+    x = mg.tensor(a, requires_grad=True)
+    y = cube(x)
+    np.testing.assert_array_equal(y.value, a ** 3)
+    np.testing.assert_array_equal(y.node.saved[-1], 3 * a * a)  # kept last, after the inputs
+    with mg.no_grad():
+        assert cube(x).node is None
+    y.sum().backward()
+    y.sum().backward()  # the by-product is read, not consumed: the same again
+    np.testing.assert_array_equal(x.grad, 2 * (3 * a * a))
+    assert len(calls) == 2
+    (slope,) = mg.grad(cube(x).sum(), [x], create_graph=True)  # the rule on Tensors
+    (curvature,) = mg.grad(slope.sum(), [x])
+    np.testing.assert_allclose(curvature.value, 6 * a)
+    _, tangent = mg.jvp(cube, (a,), (np.ones(2),))  # forward mode reads it too
+    np.testing.assert_array_equal(tangent.value, 3 * a * a)
+
+
+def test_cross_entropy_reuses_its_forward_softmax_and_leaves_it_unchanged():
+    """The forward's exponentials are the by-product: the gradient from them equals the
+    closed form, and a second backward over the same graph gives the same gradient (the
+    rule does not write into them)."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(4, 5))
+    targets = rng.integers(0, 5, size=4)
+    x = mg.tensor(logits, requires_grad=True)
+    loss = mg.functional.cross_entropy(x, targets, reduction="sum")
+    exponentials, sums = _softmax_node(loss).saved[-1]
+    before = exponentials.copy(), sums.copy()
+    loss.backward()
+    once = x.grad.copy()
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, 2 * once)
+    np.testing.assert_array_equal(exponentials, before[0])
+    np.testing.assert_array_equal(sums, before[1])
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(once, softmax - np.eye(5)[targets], rtol=1e-13, atol=1e-16)
+
+
+def _softmax_node(loss):
+    """The softmax_cross_entropy node under a reduced loss."""
+    node = loss.node
+    while node.primitive.name != "softmax_cross_entropy":
+        node = node.parents[0]
+    return node
+
+
 def test_a_million_node_chain_backpropagates_without_recursion():
     x = mg.tensor(1.0, requires_grad=True)
     y = x

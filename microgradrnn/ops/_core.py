@@ -126,6 +126,8 @@ def apply(primitive, *args):
     except (ValueError, TypeError, IndexError) as error:
         raise _explained(error, primitive, values, nin) from error
     if type(out) is not _ndarray:
+        if primitive.byproduct:  # (out, by-product): the node keeps both (by _record)
+            return _record(primitive, np.asarray(out[0]), parents, values, nin, out[1])
         out = np.asarray(out)
     read = primitive.reads
     if read is None or not state.plain:
@@ -165,15 +167,17 @@ def _bare(primitive, args):
     """No Tensor among the inputs (inside a rule, say): the bare NumPy call, with NumPy's own
     errors; a fused primitive outside its case runs its composite."""
     try:
-        return primitive.forward(*args)
+        out = primitive.forward(*args)
     except Declined:
         return primitive.otherwise(*args)
+    return out[0] if primitive.byproduct else out
 
 
-def _record(primitive, out, parents, values, nin):
+def _record(primitive, out, parents, values, nin, byproduct=None):
     """:func:`apply`'s result for the cases its fast path leaves: a mode is on (anomaly checks,
     grad mode off), the node keeps a shape or an input's value at the result's shape (a
-    stretched input whose value the rules read), or the primitive takes any number of inputs."""
+    stretched input whose value the rules read), the primitive takes any number of inputs,
+    or its forward returned a by-product (kept last, after the static parameters)."""
     recording = state
     if not recording.plain:
         if recording.detect_anomaly:
@@ -193,6 +197,8 @@ def _record(primitive, out, parents, values, nin):
         saved = values[primitive.read_values] + primitive.unread + values[nin:]
         if constants:
             saved = _own_constants(saved, parents, nin)
+    if primitive.byproduct:
+        saved += (byproduct,)
     node = Node(primitive, parents, saved, out if primitive.saves_out else None, shape,
                 out.dtype, recording.tags)
     if not recording.plain:
@@ -276,10 +282,13 @@ class Primitive:
     is elementwise with the output (NumPy broadcasting applies), or the indices of the inputs
     that are (``affine``'s added term); the engine undoes their broadcasting. ``nin=None``
     takes any number of inputs (``stack``): every argument but the last ``statics``.
+    ``byproduct=True``: the forward returns ``(out, byproduct)``, an array it computed on the
+    way that the rules can reuse (a cross-entropy's softmax); the node keeps it after the
+    static parameters, so the rules receive it as their last argument.
     """
 
     def __init__(self, name, forward, vjps, jvp, nin, saves=None, saves_out=True,
-                 broadcasts=False, doc=None, statics=0, otherwise=None):
+                 broadcasts=False, doc=None, statics=0, otherwise=None, byproduct=False):
         self.name = name
         self.forward = forward
         self.vjps = vjps   # vjps[i](g, out, *args): the cotangent for input i
@@ -311,6 +320,7 @@ class Primitive:
         # A fused primitive: its forward handles a common case and raises Declined for the
         # rest, which ``otherwise`` (the composite, built from other primitives) computes.
         self.otherwise = otherwise
+        self.byproduct = byproduct
         self.__doc__ = doc or forward.__doc__
 
     __call__ = apply  # calling a primitive runs it: prim(x, y, *params) is apply(prim, x, ...)
@@ -332,7 +342,7 @@ def _sum_of_input_jvps(rules):
 
 
 def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, broadcasts=False,
-                 doc=None, otherwise=None):
+                 doc=None, otherwise=None, byproduct=False):
     """Declare a primitive from its forward function and its derivative rules.
 
     ``vjp`` and ``jvp`` are one rule each for a one-input primitive, or tuples with one rule
@@ -357,6 +367,10 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     ``otherwise`` makes a fused primitive: a forward that handles
     only a common case raises :class:`Declined` for the rest, and ``otherwise`` (a function of
     the same arguments, written with other operations) computes those.
+    ``byproduct=True``: the forward returns ``(out, byproduct)``, and the rules receive the
+    by-product (an array the graph owns) as their last argument, to reuse work the forward did;
+    it is a raw array, so a rule uses it only when its inputs are raw arrays too (on Tensors,
+    under ``create_graph``, a rule recomputes it from the inputs, which records its derivative).
     Check a new primitive with :func:`microgradrnn.gradcheck.check_primitive`.
     """
     vjps = tuple(vjp) if isinstance(vjp, (tuple, list)) else (vjp,)
@@ -372,7 +386,7 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
     return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
                      nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
-                     doc=doc, otherwise=otherwise)
+                     doc=doc, otherwise=otherwise, byproduct=byproduct)
 
 
 def _explained(error, primitive, args, nin):

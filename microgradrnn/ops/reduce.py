@@ -83,24 +83,31 @@ _min = _extremum("min", np.min)
 
 
 def _logsumexp(x, axes, keepdims):
-    # Shifted by the max, so that exp never overflows. (The ufuncs' reduce methods, called
-    # directly: np.max and np.sum are Python functions around them, and a loss computes this
-    # once per step.)
+    exponentials, shift, finite = _shifted_exponentials(x, axes)
+    total = _add_reduce(exponentials, axis=axes, keepdims=keepdims)
+    return _log_plus_shift(total, shift if keepdims else shift.reshape(np.shape(total)), finite)
+
+
+def _shifted_exponentials(x, axes):
+    """``(exp(x - shift), shift, finite)``, ``shift`` the maximum over ``axes`` (kept as axes of
+    length 1), so that exp never overflows. A slice that is all -inf (or holds inf or nan) is
+    shifted by 0 instead (``finite`` is then False): its sum may be 0, and log 0 = -inf is
+    then the right answer, not an error. (The ufuncs' reduce methods, called directly: np.max
+    and np.sum are Python functions around them, and a loss computes this once per step.)"""
     shift = _max_reduce(x, axis=axes, keepdims=True)
-    finite = np.isfinite(shift)
-    if _all_reduce(finite, axis=None):
-        return _log_of_shifted_sum(x, shift, axes, keepdims)
-    # A slice that is all -inf (or holds inf or nan) is shifted by 0: its sum may be 0, and
-    # log 0 = -inf is then the right answer, not an error.
-    with np.errstate(divide="ignore"):
-        return _log_of_shifted_sum(x, np.where(finite, shift, 0.0), axes, keepdims)
-
-
-def _log_of_shifted_sum(x, shift, axes, keepdims):
+    finite = _all_reduce(np.isfinite(shift), axis=None)
+    if not finite:
+        shift = np.where(np.isfinite(shift), shift, 0.0)
     shifted = np.asarray(x - shift)  # an array even for 0-d x (NumPy gives a scalar)
-    np.exp(shifted, out=shifted)  # in the new array: no second one the size of x
-    total = _add_reduce(shifted, axis=axes, keepdims=keepdims)
-    return np.log(total) + (shift if keepdims else shift.reshape(np.shape(total)))
+    return np.exp(shifted, out=shifted), shift, finite  # in the new array: no second one
+
+
+def _log_plus_shift(total, shift, finite):
+    """log(total) + shift: the logsumexp from a sum of shifted exponentials."""
+    if finite:
+        return np.log(total) + shift
+    with np.errstate(divide="ignore"):
+        return np.log(total) + shift
 
 
 def _softmax_weights(x, out, axes, keepdims):

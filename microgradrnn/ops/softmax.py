@@ -13,7 +13,8 @@ import numpy as np
 
 from ._core import defprimitive, shape_of, value_of
 from .elementwise import exp
-from .reduce import _logsumexp, normalize_axes, sum as reduce_sum
+from .reduce import (_add_reduce, _log_plus_shift, _shifted_exponentials, normalize_axes,
+                     sum as reduce_sum)
 
 __all__ = ["softmax", "softmax_cross_entropy"]
 
@@ -53,47 +54,58 @@ def _target_term(x, targets):
     return x[targets] if isinstance(targets, tuple) else reduce_sum(x * targets, -1)
 
 
-def _softmax_minus_targets(out, x, targets):
+def _softmax_minus_targets(out, x, targets, kept):
     """softmax(x) - p over the last axis: the derivative of the cross-entropy.
 
-    The forward pass already found logsumexp(x) = out + sum_c p_c x_c, stably, so the softmax
-    is one exponential, exp(x - logsumexp(x)) (never above 1): no second max, sum or division
-    over the (rows, classes) array."""
+    On raw arrays (an ordinary backward pass, a forward-mode pass) the softmax comes from the
+    forward's by-product ``kept``, its exponentials and their row sums, so no second
+    exponential of the whole (rows, classes) array is taken. On Tensors (``create_graph``) it
+    is recomputed from x with this package's operations, so that its own derivative is
+    recorded: the forward found logsumexp(x) = out + sum_c p_c x_c, so the softmax is one
+    exponential, exp(x - logsumexp(x))."""
+    if type(x) is np.ndarray:
+        exponentials, sums = kept
+        return _minus_targets(exponentials / sums, targets, 1.0)
     lse = out + _target_term(x, targets)
-    # .reshape, the method: an array's is one C call; a Tensor's records the reshape node
-    shifted = x - lse.reshape(shape_of(lse) + (1,))
-    if type(shifted) is np.ndarray:
-        # Raw arrays (an ordinary backward pass): the same values computed in the new array,
-        # in place, with no (rows, classes) one-hot array built to be subtracted.
-        probabilities = np.exp(shifted, out=shifted)
-        if isinstance(targets, tuple):
-            probabilities[targets] -= 1.0
-        else:
-            probabilities -= targets
-        return probabilities
-    probabilities = exp(shifted)
-    return probabilities - _target_distribution(targets, shape_of(x), value_of(probabilities).dtype)
+    probabilities = exp(x - lse.reshape(shape_of(lse) + (1,)))  # (lse is a Tensor here)
+    return probabilities - _target_distribution(targets, shape_of(x),
+                                                value_of(probabilities).dtype)
 
 
-def _cross_entropy_vjp(g, out, x, targets):
-    slope = _softmax_minus_targets(out, x, targets)
-    g = g.reshape(shape_of(g) + (1,))  # one cotangent per row, spread over its classes
-    if type(slope) is np.ndarray and type(g) is np.ndarray:
-        slope *= g  # an array this rule made: scaled in place
-        return slope
-    return g * slope
+def _minus_targets(slope, targets, weights):
+    """``slope - weights * p`` in ``slope`` (a new array), with ``weights`` one per row (or
+    1.0); class indices subtract one entry per row, with no one-hot array built."""
+    if isinstance(targets, tuple):
+        slope[targets] -= weights
+    else:
+        slope -= targets * (weights if np.ndim(weights) == 0 else weights[..., None])
+    return slope
+
+
+def _cross_entropy_vjp(g, out, x, targets, kept):
+    if type(x) is np.ndarray and type(g) is np.ndarray:
+        exponentials, sums = kept  # g * softmax in one pass, which makes the new array
+        return _minus_targets(exponentials * (g[..., None] / sums), targets, g)
+    return g.reshape(shape_of(g) + (1,)) * _softmax_minus_targets(out, x, targets, kept)
 
 
 def _forward(x, targets):
-    lse = _logsumexp(x, (x.ndim - 1,), False)
-    return lse - (x[targets] if isinstance(targets, tuple) else np.sum(x * targets, axis=-1))
+    """The losses logsumexp(x) - sum_c p_c x_c per row, and (the by-product the rules reuse)
+    the exponentials exp(x - shift) that the logsumexp summed, with their sums: the softmax
+    is their ratio."""
+    axis = x.ndim - 1
+    exponentials, shift, finite = _shifted_exponentials(x, (axis,))
+    sums = _add_reduce(exponentials, axis=axis, keepdims=True)
+    lse = _log_plus_shift(sums, shift, finite).reshape(x.shape[:-1])
+    losses = lse - (x[targets] if isinstance(targets, tuple) else np.sum(x * targets, axis=-1))
+    return losses, (exponentials, sums)
 
 
 softmax_cross_entropy = defprimitive(
-    _forward, name="softmax_cross_entropy", saves="v", saves_out=True,
+    _forward, name="softmax_cross_entropy", saves="v", saves_out=True, byproduct=True,
     doc="softmax_cross_entropy(x, targets) = logsumexp(x) - sum_c p_c x_c per row (last axis); "
         "d/dx = softmax(x) - p. targets: an index tuple picking each row's class, or "
-        "probabilities of x's shape",
+        "probabilities of x's shape. The forward's exponentials are kept for the rules",
     vjp=_cross_entropy_vjp,
-    jvp=lambda x_dot, out, x, targets: reduce_sum(
-        x_dot * _softmax_minus_targets(out, x, targets), -1))
+    jvp=lambda x_dot, out, x, targets, kept: reduce_sum(
+        x_dot * _softmax_minus_targets(out, x, targets, kept), -1))
