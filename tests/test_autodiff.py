@@ -166,6 +166,70 @@ def test_a_recorded_node_has_every_field_a_leaf_has(make):
     assert len(node.parents) <= len(node.saved)
 
 
+def _same_node(a, b):
+    assert (a is None) == (b is None)
+    if a is None:
+        return
+    assert a.primitive is b.primitive
+    # the same inputs (a composite's inner nodes are made anew by each call: alike, not one)
+    assert [p if p is None or p.is_leaf else (p.primitive, p.shape) for p in a.parents] == \
+        [p if p is None or p.is_leaf else (p.primitive, p.shape) for p in b.parents]
+    assert a.shape == b.shape and a.dtype == b.dtype and a.tags == b.tags
+    assert (a.out is None) == (b.out is None) and a.retains_grad == b.retains_grad
+    assert len(a.saved) == len(b.saved)
+    for kept_a, kept_b in zip(a.saved, b.saved):
+        assert type(kept_a) is type(kept_b)
+        if isinstance(kept_a, np.ndarray):
+            np.testing.assert_array_equal(kept_a, kept_b)
+            assert kept_a.flags.writeable == kept_b.flags.writeable
+        else:
+            assert kept_a == kept_b
+
+
+@pytest.mark.parametrize("mode", ["plain", "no_grad", "anomaly", "scope"])
+@pytest.mark.parametrize("call", [
+    lambda x, W, b, h: (mg.ops.tanh, (x,)),                       # one input, output kept
+    lambda x, W, b, h: (mg.ops.log, (x * x + 1.0,)),               # one input, value kept
+    lambda x, W, b, h: (mg.ops.elementwise.exp, (h,)),             # a Tensor with no grad
+    lambda x, W, b, h: (mg.ops.elementwise.exp, (np.ones(3),)),    # a raw array: NumPy's
+    lambda x, W, b, h: (mg.ops.reduce._lse, (x, (1,), False)),     # static parameters after it
+    lambda x, W, b, h: (mg.affine, (x, W, b)),                     # affine: a bias stretched
+    lambda x, W, b, h: (mg.affine, (np.ones((2, 3)), W, b)),       # a writable constant input
+    lambda x, W, b, h: (mg.affine, (h, W, b)),                     # a constant Tensor
+    lambda x, W, b, h: (mg.affine, (x, W, np.ones(3))),            # a raw bias: apply's loop
+    lambda x, W, b, h: (mg.affine, (x[None], W, b)),               # declined: matmul and add
+])
+def test_a_spelled_out_call_records_what_apply_records(call, mode):
+    """The classes that spell out a common plan (one input; affine's three) must make the
+    same result and node as the general apply, in every mode and for every kind of input."""
+    from contextlib import nullcontext
+    from microgradrnn.ops import _core
+    rng = np.random.default_rng(0)
+    x = mg.tensor(rng.normal(size=(2, 3)), requires_grad=True)
+    W = mg.tensor(rng.normal(size=(3, 3)), requires_grad=True)
+    b = mg.tensor(rng.normal(size=3), requires_grad=True)
+    h = mg.tensor(rng.normal(size=(2, 3)))
+    primitive, args = call(x, W, b, h)
+    assert type(primitive) is not _core.Primitive  # it has its plan's call
+    context = {"plain": nullcontext(), "no_grad": mg.no_grad(), "anomaly": mg.detect_anomaly(),
+               "scope": mg.scope(t=3)}[mode]
+    with context:
+        spelled_out = primitive(*args)
+        general = _core.apply(primitive, *args)
+    assert type(spelled_out) is type(general)
+    np.testing.assert_array_equal(mg.ops.value_of(spelled_out), mg.ops.value_of(general))
+    if isinstance(general, mg.Tensor):
+        _same_node(spelled_out.node, general.node)
+
+
+def test_primitives_made_by_defprimitive_get_the_call_of_their_plan():
+    from microgradrnn.ops import _core
+    assert type(mg.ops.tanh) is _core._OneInput and type(mg.affine) is _core._Affine
+    shape_kept = mg.defprimitive(np.sum, name="total", saves="s",
+                                 vjp=lambda g, out, x: g, jvp=lambda t, out, x: t)
+    assert type(shape_kept) is _core.Primitive  # no fixed plan: apply decides per call
+
+
 def test_the_graph_keeps_only_the_values_its_rules_read():
     # add's rules read nothing, so the sum's array lives only as long as its Tensor; tanh's
     # rule reads its output, so that array lives as long as the graph.

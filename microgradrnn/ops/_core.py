@@ -329,6 +329,99 @@ class Primitive:
         return f"<primitive {self.name}>"
 
 
+# -- the common plans, spelled out -------------------------------------------------------------
+# A primitive of one input (tanh, exp, a reduction) or of affine's three, whose node keeps a
+# plan fixed in advance, is called through one of the two classes below: the same steps as
+# apply, with the inputs as named parameters rather than a tuple to take apart, the forward
+# called with them directly and the kept arguments written as a tuple literal. A recurrent step
+# is a few such calls, and apply's generality is a measurable share of their cost at small
+# sizes. Whatever they do not cover (raw arrays where Tensors are expected, static parameters
+# after affine's inputs, a mode) goes to apply or _record, as before.
+
+class _OneInput(Primitive):
+    """A primitive of one input with a fixed plan: its value kept or not, no by-product."""
+
+    def __call__(self, x, *statics):
+        if not isinstance(x, Tensor):
+            return _bare(self, (x, *statics))
+        value = x._value
+        try:
+            out = self.forward(value, *statics)
+        except Declined:
+            return self.otherwise(x, *statics)
+        except (ValueError, TypeError, IndexError) as error:
+            raise _explained(error, self, (value, *statics), 1) from error
+        if type(out) is not _ndarray:
+            out = np.asarray(out)
+        parent = x.node
+        if parent is None:
+            return _wrap(out, None)  # a Tensor that does not require grad: nothing to record
+        if not state.plain:
+            return _record(self, out, (parent,), (value, *statics), 1)
+        return _recorded(self, out, (parent,),
+                         ((value,) if self.reads else self.unread) + statics)
+
+
+class _Affine(Primitive):
+    """A primitive of three inputs that keeps the values of the first two and not the third
+    (affine's plan: x W + c), with Tensors for the last two; x may be a constant array."""
+
+    def __call__(self, x, W, c, *statics):
+        if statics or not (isinstance(W, Tensor) and isinstance(c, Tensor)):
+            return apply(self, x, W, c, *statics)
+        if isinstance(x, Tensor):
+            parents, x_value = (x.node, W.node, c.node), x._value
+        else:
+            parents, x_value = (None, W.node, c.node), x
+        W_value, c_value = W._value, c._value
+        try:
+            out = self.forward(x_value, W_value, c_value)
+        except Declined:
+            return self.otherwise(x, W, c)
+        except (ValueError, TypeError, IndexError) as error:
+            raise _explained(error, self, (x_value, W_value, c_value), 3) from error
+        if type(out) is not _ndarray:
+            out = np.asarray(out)
+        if not state.plain:
+            return _record(self, out, parents, (x_value, W_value, c_value), 3)
+        saved = (x_value, W_value, None)
+        if None in parents:  # a constant input, or only constants
+            saved = _own_constants(saved, parents, 3)
+            if saved is None:
+                return _wrap(out, None)
+        return _recorded(self, out, parents, saved)
+
+
+def _recorded(primitive, out, parents, saved):
+    """The Tensor around ``out`` and its new node (the fields Node.__init__ sets, set here)."""
+    node = _new_node(Node)
+    node.serial = next_serial()
+    node.primitive = primitive
+    node.parents = parents
+    node.saved = saved
+    node.out = out if primitive.saves_out else None
+    node.shape = out.shape
+    node.dtype = out.dtype
+    node.tags = state.tags
+    node.retains_grad = False
+    result = _new_tensor(Tensor)
+    result._value = out
+    result.node = node
+    return result
+
+
+def _with_its_call(primitive):
+    """``primitive``, made an instance of the class that spells out its plan, if one does (a
+    change of class only: the same object, fields and rules)."""
+    if primitive.reads is None or primitive.spreads_read or primitive.byproduct:
+        return primitive  # no fixed plan, or a stretched input kept: apply decides per call
+    if primitive.nin == 1:
+        primitive.__class__ = _OneInput
+    elif primitive.nin == 3 and primitive.keeps == ("v", "v", "-"):
+        primitive.__class__ = _Affine
+    return primitive
+
+
 def _sum_of_input_jvps(rules):
     """Turn per-input JVP rules into one: the output tangent is the sum of the contributions."""
     def jvp(tangents, out, *args):
@@ -384,9 +477,10 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
         raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
-    return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
-                     nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
-                     doc=doc, otherwise=otherwise, byproduct=byproduct)
+    return _with_its_call(Primitive(
+        name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps), nin=len(vjps),
+        saves=saves, saves_out=saves_out, broadcasts=broadcasts, doc=doc, otherwise=otherwise,
+        byproduct=byproduct))
 
 
 def _explained(error, primitive, args, nin):
