@@ -371,7 +371,7 @@ class _Affine(Primitive):
             return apply(self, x, W, c, *statics)
         if isinstance(x, Tensor):
             parents, x_value = (x.node, W.node, c.node), x._value
-        else:
+        else:  # a constant array (a one-hot input, say)
             parents, x_value = (None, W.node, c.node), x
         W_value, c_value = W._value, c._value
         try:
@@ -384,12 +384,14 @@ class _Affine(Primitive):
             out = np.asarray(out)
         if not state.plain:
             return _record(self, out, parents, (x_value, W_value, c_value), 3)
-        saved = (x_value, W_value, None)
-        if None in parents:  # a constant input, or only constants
-            saved = _own_constants(saved, parents, 3)
-            if saved is None:
-                return _wrap(out, None)
-        return _recorded(self, out, parents, saved)
+        if parents[0] is None and parents[1] is not None and parents[2] is not None:
+            # x alone is a constant (the usual case): kept as the graph's own (_own_constants)
+            if type(x_value) is _ndarray and x_value.flags.writeable:
+                x_value = _owned(x_value)
+        elif None in parents:  # other constants, or only constants
+            saved = _own_constants((x_value, W_value, None), parents, 3)
+            return _wrap(out, None) if saved is None else _recorded(self, out, parents, saved)
+        return _recorded(self, out, parents, (x_value, W_value, None))
 
 
 def _recorded(primitive, out, parents, saved):
