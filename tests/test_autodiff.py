@@ -198,6 +198,14 @@ def _same_node(a, b):
     lambda x, W, b, h: (mg.affine, (h, W, b)),                     # a constant Tensor
     lambda x, W, b, h: (mg.affine, (x, W, np.ones(3))),            # a raw bias: apply's loop
     lambda x, W, b, h: (mg.affine, (x[None], W, b)),               # declined: matmul and add
+    lambda x, W, b, h: (mg.ops.elementwise.mul, (x, b)),           # two inputs, one stretched
+    lambda x, W, b, h: (mg.ops.elementwise.mul, (x, x)),           # the same input twice
+    lambda x, W, b, h: (mg.ops.elementwise.mul, (2.0, x)),         # a number
+    lambda x, W, b, h: (mg.ops.elementwise.mul, (np.ones((2, 3)), x)),  # a writable constant
+    lambda x, W, b, h: (mg.ops.elementwise.add, (x, b)),           # nothing kept
+    lambda x, W, b, h: (mg.ops.elementwise.add, (h, h)),           # no grad on either side
+    lambda x, W, b, h: (mg.ops.elementwise.sub, (np.ones(3), np.ones(3))),  # raw: NumPy's
+    lambda x, W, b, h: (mg.ops.linalg._matmul, (x, W)),            # matmul's two matrices
 ])
 def test_a_spelled_out_call_records_what_apply_records(call, mode):
     """The classes that spell out a common plan (one input; affine's three) must make the
@@ -210,7 +218,7 @@ def test_a_spelled_out_call_records_what_apply_records(call, mode):
     b = mg.tensor(rng.normal(size=3), requires_grad=True)
     h = mg.tensor(rng.normal(size=(2, 3)))
     primitive, args = call(x, W, b, h)
-    assert type(primitive) is not _core.Primitive  # it has its plan's call
+    assert type(primitive) in (_core._OneInput, _core._TwoInputs, _core._Affine)
     context = {"plain": nullcontext(), "no_grad": mg.no_grad(), "anomaly": mg.detect_anomaly(),
                "scope": mg.scope(t=3)}[mode]
     with context:
@@ -222,9 +230,12 @@ def test_a_spelled_out_call_records_what_apply_records(call, mode):
         _same_node(spelled_out.node, general.node)
 
 
-def test_primitives_made_by_defprimitive_get_the_call_of_their_plan():
+def test_primitives_get_the_call_of_their_plan():
     from microgradrnn.ops import _core
     assert type(mg.ops.tanh) is _core._OneInput and type(mg.affine) is _core._Affine
+    assert type(mg.ops.elementwise.mul) is _core._TwoInputs
+    assert type(mg.ops.elementwise.div) is _core.Primitive  # keeps y's value, not x's
+    assert type(mg.ops.broadcasting.broadcast_to) is _core.Primitive  # keeps a shape
     shape_kept = mg.defprimitive(np.sum, name="total", saves="s",
                                  vjp=lambda g, out, x: g, jvp=lambda t, out, x: t)
     assert type(shape_kept) is _core.Primitive  # no fixed plan: apply decides per call

@@ -74,51 +74,23 @@ class Declined(Exception):
 def apply(primitive, *args):
     """Run ``primitive`` on ``args`` (its inputs, then its static parameters): raw in, raw
     out; Tensors in, a Tensor out, recorded when an input requires grad and grad mode is on.
-    This *is* calling a primitive (``Primitive.__call__``).
 
-    This is the hot path of every recorded operation, so the common cases (one or two inputs,
-    affine's three; grad mode on and every input's keep decided in advance) are spelled out
-    rather than looped over; :func:`_record` takes the rest."""
+    This is calling a primitive in general (``Primitive.__call__``): any number of inputs, any
+    of them constants. The common plans (one input, two, affine's three, each with what its
+    node keeps fixed in advance) are called through the classes below, which spell the same
+    steps out for their inputs; :func:`_record` takes the modes and the per-call plans."""
     nin = primitive.nin
-    if nin == 1:
-        x = args[0]
-        if not isinstance(x, Tensor):
-            return _bare(primitive, args)
-        parents = (x.node,)
-        values = (x._value,) + args[1:] if len(args) > 1 else (x._value,)
-    elif nin == 2:
-        x, y = args[0], args[1]
-        if isinstance(x, Tensor):
-            if isinstance(y, Tensor):
-                parents, values = (x.node, y.node), (x._value, y._value)
-            else:
-                parents, values = (x.node, None), (x._value, y)
-        elif isinstance(y, Tensor):
-            parents, values = (None, y.node), (x, y._value)
-        else:
-            return _bare(primitive, args)
-        if len(args) > 2:
-            values += args[2:]
-    elif nin == 3 and isinstance(args[1], Tensor) and isinstance(args[2], Tensor):
-        x, y, z = args[0], args[1], args[2]  # affine's x W + c: x may be a constant input
-        if isinstance(x, Tensor):
-            parents, values = (x.node, y.node, z.node), (x._value, y._value, z._value)
-        else:
-            parents, values = (None, y.node, z.node), (x, y._value, z._value)
-        if len(args) > 3:
-            values += args[3:]
-    else:  # any number of inputs, some of them constants
-        if nin is None:  # a primitive of any number of inputs (stack): all but the statics
-            nin = len(args) - primitive.statics
-        values, parents = list(args), [None] * nin
-        any_tensor = False
-        for i in range(nin):
-            a = args[i]
-            if isinstance(a, Tensor):
-                values[i], parents[i], any_tensor = a._value, a.node, True
-        if not any_tensor:
-            return _bare(primitive, args)
-        values, parents = tuple(values), tuple(parents)
+    if nin is None:  # a primitive of any number of inputs (stack): all but the statics
+        nin = len(args) - primitive.statics
+    values, parents = list(args), [None] * nin
+    any_tensor = False
+    for i in range(nin):
+        a = args[i]
+        if isinstance(a, Tensor):
+            values[i], parents[i], any_tensor = a._value, a.node, True
+    if not any_tensor:
+        return _bare(primitive, args)
+    values, parents = tuple(values), tuple(parents)
     try:
         out = primitive.forward(*values)
     except Declined:  # a fused primitive outside the case it fuses: the composite instead
@@ -132,35 +104,24 @@ def apply(primitive, *args):
     read = primitive.reads
     if read is None or not state.plain:
         return _record(primitive, out, parents, values, nin)  # a mode is on, or no fixed plan
-    shape = out.shape
-    for i in primitive.spreads_read:  # an elementwise input whose value the rules read:
-        if parents[i] is not None and values[i].shape != shape:  # stretched, it is kept
-            return _record(primitive, out, parents, values, nin)  # as a broadcast view
+    if _stretched_and_read(primitive, parents, values, out.shape):
+        return _record(primitive, out, parents, values, nin)  # kept as a broadcast view
     # a None in place of each input whose value is not read, then the static parameters
-    # (joining an empty tuple makes no new one: tanh keeps primitive.unread itself)
-    saved = (values if read == nin else
-             values[primitive.read_values] + primitive.unread + values[nin:])
+    saved = values[primitive.read_values] + primitive.unread + values[nin:]
     if None in parents:  # a constant input, or only constants
         saved = _own_constants(saved, parents, nin)
         if saved is None:
             return _wrap(out, None)  # nothing requires grad: nothing to record
-    # The node and the Tensor around the result: Node(...) and Tensor._wrap(out, node) written
-    # out, as this runs once per op and a call with eight arguments is a measurable share of
-    # a small op's cost.
-    node = _new_node(Node)
-    node.serial = next_serial()
-    node.primitive = primitive
-    node.parents = parents
-    node.saved = saved
-    node.out = out if primitive.saves_out else None
-    node.shape = shape
-    node.dtype = out.dtype
-    node.tags = state.tags
-    node.retains_grad = False
-    result = _new_tensor(Tensor)
-    result._value = out
-    result.node = node
-    return result
+    return _recorded(primitive, out, parents, saved)
+
+
+def _stretched_and_read(primitive, parents, values, shape):
+    """Did broadcasting stretch an elementwise input whose value the rules read? (It is then
+    kept as a broadcast view of the result's shape, by _record.)"""
+    for i in primitive.spreads_read:
+        if parents[i] is not None and values[i].shape != shape:
+            return True
+    return False
 
 
 def _bare(primitive, args):
@@ -322,6 +283,8 @@ class Primitive:
         self.otherwise = otherwise
         self.byproduct = byproduct
         self.__doc__ = doc or forward.__doc__
+        if type(self) is Primitive:  # the common plans have their calls spelled out (below)
+            self.__class__ = _plan_class(self)
 
     __call__ = apply  # calling a primitive runs it: prim(x, y, *params) is apply(prim, x, ...)
 
@@ -330,16 +293,17 @@ class Primitive:
 
 
 # -- the common plans, spelled out -------------------------------------------------------------
-# A primitive of one input (tanh, exp, a reduction) or of affine's three, whose node keeps a
-# plan fixed in advance, is called through one of the two classes below: the same steps as
-# apply, with the inputs as named parameters rather than a tuple to take apart, the forward
-# called with them directly and the kept arguments written as a tuple literal. A recurrent step
-# is a few such calls, and apply's generality is a measurable share of their cost at small
-# sizes. Whatever they do not cover (raw arrays where Tensors are expected, static parameters
-# after affine's inputs, a mode) goes to apply or _record, as before.
+# A primitive of one input (tanh, exp, a reduction), of two (mul, add, matmul) or of affine's
+# three, whose node keeps a plan fixed in advance, is an instance of one of the classes below
+# (Primitive.__init__ picks it): the steps of apply, with the inputs as named parameters rather
+# than a tuple taken apart in a loop, the forward called with them directly and the kept
+# arguments written as a tuple. A recurrent step is a few such calls, and a general loop over
+# the inputs is a measurable share of their cost at small sizes. What a class does not cover
+# (a raw array where it expects a Tensor, a mode, a stretched input that is read) goes to apply
+# or to _record, as before.
 
 class _OneInput(Primitive):
-    """A primitive of one input with a fixed plan: its value kept or not, no by-product."""
+    """One input, a fixed plan: its value kept or not."""
 
     def __call__(self, x, *statics):
         if not isinstance(x, Tensor):
@@ -362,9 +326,40 @@ class _OneInput(Primitive):
                          ((value,) if self.reads else self.unread) + statics)
 
 
+class _TwoInputs(Primitive):
+    """Two inputs (either may be a constant), a fixed plan: both values kept, or neither;
+    when kept, both are elementwise (``spreads_read`` is (0, 1)) or neither is (matmul)."""
+
+    def __call__(self, x, y, *statics):
+        x_tensor, y_tensor = isinstance(x, Tensor), isinstance(y, Tensor)
+        if not (x_tensor or y_tensor):
+            return _bare(self, (x, y, *statics))
+        parents = (x.node if x_tensor else None, y.node if y_tensor else None)
+        values = (x._value if x_tensor else x, y._value if y_tensor else y)
+        try:
+            out = self.forward(*values, *statics)
+        except Declined:
+            return self.otherwise(x, y, *statics)
+        except (ValueError, TypeError, IndexError) as error:
+            raise _explained(error, self, values + statics, 2) from error
+        if type(out) is not _ndarray:
+            out = np.asarray(out)
+        shape = out.shape
+        if not state.plain or self.spreads_read and (  # a stretched input kept as a view
+                parents[0] is not None and values[0].shape != shape
+                or parents[1] is not None and values[1].shape != shape):
+            return _record(self, out, parents, values + statics, 2)
+        saved = (values if self.reads else self.unread) + statics
+        if None in parents:  # a constant input, or only constants
+            saved = _own_constants(saved, parents, 2)
+            if saved is None:
+                return _wrap(out, None)
+        return _recorded(self, out, parents, saved)
+
+
 class _Affine(Primitive):
-    """A primitive of three inputs that keeps the values of the first two and not the third
-    (affine's plan: x W + c), with Tensors for the last two; x may be a constant array."""
+    """Three inputs, the values of the first two kept and not the third's (affine's plan:
+    x W + c), with Tensors for the last two; x may be a constant array."""
 
     def __call__(self, x, W, c, *statics):
         if statics or not (isinstance(W, Tensor) and isinstance(c, Tensor)):
@@ -412,16 +407,17 @@ def _recorded(primitive, out, parents, saved):
     return result
 
 
-def _with_its_call(primitive):
-    """``primitive``, made an instance of the class that spells out its plan, if one does (a
-    change of class only: the same object, fields and rules)."""
-    if primitive.reads is None or primitive.spreads_read or primitive.byproduct:
-        return primitive  # no fixed plan, or a stretched input kept: apply decides per call
-    if primitive.nin == 1:
-        primitive.__class__ = _OneInput
-    elif primitive.nin == 3 and primitive.keeps == ("v", "v", "-"):
-        primitive.__class__ = _Affine
-    return primitive
+def _plan_class(primitive):
+    """The class that spells out ``primitive``'s plan, or Primitive (apply decides per call)."""
+    if primitive.reads is None or primitive.byproduct:
+        return Primitive  # no fixed plan, or a by-product to keep: apply and _record
+    if primitive.nin == 1 and not primitive.spreads_read:
+        return _OneInput
+    if primitive.nin == 2 and primitive.reads in (0, 2) and len(primitive.spreads_read) != 1:
+        return _TwoInputs
+    if primitive.nin == 3 and primitive.keeps == ("v", "v", "-"):
+        return _Affine
+    return Primitive
 
 
 def _sum_of_input_jvps(rules):
@@ -479,10 +475,9 @@ def defprimitive(forward, vjp, jvp, *, name=None, saves=None, saves_out=True, br
     if saves is not None and (len(saves) != len(vjps) or set(saves) - set("vs-")):
         raise ValueError(f"defprimitive: saves={saves!r} needs one letter per input "
                          f"({len(vjps)}), each 'v' (value), 's' (shape) or '-' (nothing)")
-    return _with_its_call(Primitive(
-        name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps), nin=len(vjps),
-        saves=saves, saves_out=saves_out, broadcasts=broadcasts, doc=doc, otherwise=otherwise,
-        byproduct=byproduct))
+    return Primitive(name or forward.__name__, forward, vjps, _sum_of_input_jvps(jvps),
+                     nin=len(vjps), saves=saves, saves_out=saves_out, broadcasts=broadcasts,
+                     doc=doc, otherwise=otherwise, byproduct=byproduct)
 
 
 def _explained(error, primitive, args, nin):
