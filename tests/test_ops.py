@@ -421,3 +421,17 @@ def test_cross_entropy_gradient_is_softmax_minus_one_hot():
     F.cross_entropy(x, targets).backward()
     p = np.array([[0.1, 0.2, 0.7], [1 / 3, 1 / 3, 1 / 3]])
     np.testing.assert_allclose(x.grad, (p - np.eye(3)[targets]) / 2, rtol=1e-13, atol=1e-16)
+
+
+def test_cross_entropy_hessian_vector_product_is_the_closed_form():
+    """The second derivative of -log softmax(x)[t] is the softmax's Jacobian diag(p) - p p^T,
+    whatever the target: ``mg.hvp`` (the VJP recorded on the forward's kept softmax) gives
+    (diag(p) - p p^T) v row by row."""
+    rng = np.random.default_rng(0)
+    x0, v = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    targets = rng.integers(0, 5, size=3)
+    hv = mg.hvp(lambda x: F.cross_entropy(x, targets, reduction="sum"), (x0,), (v,))
+    hv = hv[0] if isinstance(hv, tuple) else hv
+    p = np.exp(x0) / np.exp(x0).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(hv.value, p * v - p * (p * v).sum(axis=1, keepdims=True),
+                               rtol=1e-12, atol=1e-15)

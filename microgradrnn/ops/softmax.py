@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import defprimitive, shape_of, value_of
-from .elementwise import exp
 from .reduce import (_add_reduce, _log_plus_shift, _shifted_exponentials, normalize_axes,
                      sum as reduce_sum)
 
@@ -49,27 +48,32 @@ def _target_distribution(targets, shape, dtype):
     return targets
 
 
-def _target_term(x, targets):
-    """sum_c p_c x_c per row: the target's logit (or the p-weighted mean of the logits)."""
-    return x[targets] if isinstance(targets, tuple) else reduce_sum(x * targets, -1)
-
-
 def _softmax_minus_targets(out, x, targets, kept):
     """softmax(x) - p over the last axis: the derivative of the cross-entropy.
 
-    On raw arrays (an ordinary backward pass, a forward-mode pass) the softmax comes from the
-    forward's by-product ``kept``, its exponentials and their row sums, so no second
-    exponential of the whole (rows, classes) array is taken. On Tensors (``create_graph``) it
-    is recomputed from x with this package's operations, so that its own derivative is
-    recorded: the forward found logsumexp(x) = out + sum_c p_c x_c, so the softmax is one
-    exponential, exp(x - logsumexp(x))."""
+    The softmax comes from the forward's by-product ``kept``, its exponentials and their row
+    sums, so no second exponential of the whole (rows, classes) array is taken. On raw arrays
+    (an ordinary backward pass, a forward-mode pass) it is their ratio; on Tensors
+    (``create_graph``) it is the one recorded node :data:`softmax_of_kept`, whose own rules
+    give the second derivative."""
+    exponentials, sums = kept
     if type(x) is np.ndarray:
-        exponentials, sums = kept
         return _minus_targets(exponentials / sums, targets, 1.0)
-    lse = out + _target_term(x, targets)
-    probabilities = exp(x - lse.reshape(shape_of(lse) + (1,)))  # (lse is a Tensor here)
+    probabilities = softmax_of_kept(x, exponentials, sums)
     return probabilities - _target_distribution(targets, shape_of(x),
                                                 value_of(probabilities).dtype)
+
+
+# softmax(x) from the exponentials exp(x - shift) and row sums that a cross-entropy's forward
+# kept (they are x's: the rule that records it is given the same x): one node and a division,
+# where recomputing the softmax on Tensors would record a shift, an exponential and a
+# division of the whole array again. Its rules are softmax's.
+softmax_of_kept = defprimitive(
+    lambda x, exponentials, sums: exponentials / sums, name="softmax", saves="-",
+    doc="softmax(x) given exp(x - shift) and its sums over the last axis (kept by "
+        "softmax_cross_entropy's forward);  the VJP is out * (g - sum(g * out))",
+    vjp=lambda g, out, x, exponentials, sums: _softmax_vjp(g, out, x, -1),
+    jvp=lambda x_dot, out, x, exponentials, sums: _softmax_vjp(x_dot, out, x, -1))
 
 
 def _minus_targets(slope, targets, weights):
